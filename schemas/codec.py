@@ -1,0 +1,259 @@
+"""Avro single-object encoding of stagecast events: marker, schema fingerprint, Avro body."""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.schema import fingerprint as avro_fingerprint
+from fastavro.schema import to_parsing_canonical_form
+from fastavro.validation import ValidationError, validate
+
+MARKER = b"\xc3\x01"
+HEADER_SIZE = len(MARKER) + 8
+BUNDLED_DIRECTORY = Path(__file__).resolve().parent
+
+DecodeErrorCode = Literal[
+    "BAD_MARKER", "UNKNOWN_FINGERPRINT", "TRUNCATED", "TRAILING_BYTES", "INVALID"
+]
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# A dead letter may hold a message whose job could not be read at all.
+_JOB_ID_MAY_BE_EMPTY = frozenset({"DeadLetter"})
+
+
+class DecodeError(Exception):
+    """Bytes that are not a valid stagecast event; `code` says which way they failed."""
+
+    def __init__(self, code: DecodeErrorCode, reason: str) -> None:
+        super().__init__(code, reason)
+        self.code: DecodeErrorCode = code
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class _EventSchema:
+    """One event type's schema, compiled for fastavro, with the checks Avro cannot express."""
+
+    event_type: str
+    declared: Mapping[str, Any]
+    parsed: Any
+    fingerprint: bytes
+    job_id_may_be_empty: bool
+    has_attempt: bool
+    has_percent: bool
+
+    @classmethod
+    def compile(cls, declared: Mapping[str, Any]) -> _EventSchema:
+        event_type = str(declared["name"])
+        names = {field["name"] for field in declared["fields"]}
+        return cls(
+            event_type=event_type,
+            declared=declared,
+            parsed=parse_schema(_without_logical_types(declared)),
+            fingerprint=fingerprint_of(declared),
+            job_id_may_be_empty=event_type in _JOB_ID_MAY_BE_EMPTY,
+            has_attempt="attempt" in names,
+            has_percent="percent" in names,
+        )
+
+    def semantic_problem(self, record: Mapping[str, Any]) -> str | None:
+        """Why a type-correct record is still not a valid event, or None if it is."""
+        if not _UUID.fullmatch(record["event_id"]):
+            return f"event_id {record['event_id']!r} is not a UUID"
+        job_id = record["job_id"]
+        if (job_id or not self.job_id_may_be_empty) and not _UUID.fullmatch(job_id):
+            return f"job_id {job_id!r} is not a UUID"
+        if not record["tenant"]:
+            return "tenant is empty"
+        if not record["source"]:
+            return "source is empty"
+        if record["occurred_at"] <= 0:
+            return f"occurred_at {record['occurred_at']} is not a positive epoch millisecond"
+        if self.has_attempt and record["attempt"] < 1:
+            return f"attempt {record['attempt']} is below 1"
+        if self.has_percent and not 0 <= record["percent"] <= 100:
+            return f"percent {record['percent']} is outside 0..100"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Reader:
+    """How to read a body written with one known fingerprint into the current schema."""
+
+    current: _EventSchema
+    writer: Any
+    resolve_into: Any
+
+
+def fingerprint_of(schema: Mapping[str, Any]) -> bytes:
+    """CRC-64-AVRO of the schema's Parsing Canonical Form, little-endian as on the wire."""
+    canonical = to_parsing_canonical_form(dict(schema))
+    return bytes.fromhex(avro_fingerprint(canonical, "CRC-64-AVRO"))[::-1]
+
+
+def _without_logical_types(schema: Any) -> Any:
+    """A copy of the schema without logicalType, so timestamps stay ints and UUIDs stay strings."""
+    if isinstance(schema, dict):
+        return {
+            key: _without_logical_types(value)
+            for key, value in schema.items()
+            if key != "logicalType"
+        }
+    if isinstance(schema, list):
+        return [_without_logical_types(item) for item in schema]
+    return schema
+
+
+def _unknown_field(schema: Any, datum: Any, path: str) -> str | None:
+    """The first record key the schema does not declare; fastavro would drop it silently."""
+    if isinstance(schema, list):
+        for branch in schema:
+            if isinstance(branch, dict) and branch.get("type") == "record":
+                return _unknown_field(branch, datum, path)
+        return None
+    if not isinstance(schema, dict) or not isinstance(datum, Mapping):
+        return None
+    if schema.get("type") != "record":
+        return _unknown_field(schema.get("type"), datum, path)
+    fields = {field["name"]: field["type"] for field in schema["fields"]}
+    for key, value in datum.items():
+        if key not in fields:
+            return f"{path}.{key}"
+        nested = _unknown_field(fields[key], value, f"{path}.{key}")
+        if nested:
+            return nested
+    return None
+
+
+class Codec:
+    """Encodes and decodes events of every known type; the fingerprint says which type."""
+
+    def __init__(
+        self,
+        schemas: Iterable[Mapping[str, Any]],
+        history: Iterable[Mapping[str, Any]] = (),
+    ) -> None:
+        self._schemas: dict[str, _EventSchema] = {}
+        for declared in schemas:
+            compiled = _EventSchema.compile(declared)
+            if compiled.event_type in self._schemas:
+                raise ValueError(f"event type {compiled.event_type} is declared twice")
+            self._schemas[compiled.event_type] = compiled
+        self._readers: dict[bytes, _Reader] = {
+            schema.fingerprint: _Reader(schema, schema.parsed, None)
+            for schema in self._schemas.values()
+        }
+        # Earlier versions stay readable: their bodies are resolved into the current schema.
+        for declared in history:
+            event_type = str(declared["name"])
+            if event_type not in self._schemas:
+                raise ValueError(f"history schema {event_type} has no current version")
+            previous = fingerprint_of(declared)
+            if previous not in self._readers:
+                writer = parse_schema(_without_logical_types(declared))
+                current = self._schemas[event_type]
+                self._readers[previous] = _Reader(current, writer, current.parsed)
+        self.event_types: frozenset[str] = frozenset(self._schemas)
+
+    @classmethod
+    def load(cls, directory: Path | None = None) -> Codec:
+        """Every .avsc in the directory (the bundled schemas by default), plus its history/."""
+        directory = directory or BUNDLED_DIRECTORY
+        schemas = [json.loads(path.read_text()) for path in sorted(directory.glob("*.avsc"))]
+        history = [
+            json.loads(path.read_text()) for path in sorted(directory.glob("history/*.avsc"))
+        ]
+        return cls(schemas, history)
+
+    def _schema(self, event_type: str) -> _EventSchema:
+        try:
+            return self._schemas[event_type]
+        except KeyError:
+            raise ValueError(f"unknown event type {event_type!r}") from None
+
+    def fingerprint(self, event_type: str) -> bytes:
+        """The 8-byte little-endian fingerprint that heads every message of this type."""
+        return self._schema(event_type).fingerprint
+
+    def encode(self, event_type: str, record: Mapping[str, Any]) -> bytes:
+        """One message: marker, fingerprint, Avro body; ValueError if the record is not valid."""
+        schema = self._schema(event_type)
+        unknown = _unknown_field(schema.parsed, record, event_type)
+        if unknown:
+            raise ValueError(f"invalid {event_type}: {unknown} is not a field of the schema")
+        try:
+            validate(record, schema.parsed, raise_errors=True)
+        except ValidationError as exc:
+            raise ValueError(f"invalid {event_type}: {'; '.join(exc.errors)}") from None
+        problem = schema.semantic_problem(record)
+        if problem:
+            raise ValueError(f"invalid {event_type}: {problem}")
+        out = io.BytesIO()
+        out.write(MARKER)
+        out.write(schema.fingerprint)
+        schemaless_writer(out, schema.parsed, dict(record))
+        return out.getvalue()
+
+    def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
+        """(event_type, record) from one message; DecodeError, and nothing else, on bad bytes."""
+        if not isinstance(data, bytes):
+            if not isinstance(data, bytearray | memoryview):
+                raise DecodeError("INVALID", f"expected bytes, got {type(data).__name__}")
+            data = bytes(data)
+        if data[:2] != MARKER:
+            if len(data) < len(MARKER) and MARKER.startswith(data):
+                raise DecodeError(
+                    "TRUNCATED", f"message is {len(data)} bytes, shorter than the header"
+                )
+            raise DecodeError("BAD_MARKER", f"message starts with {data[:2].hex()!r}, not 'c301'")
+        if len(data) < HEADER_SIZE:
+            raise DecodeError("TRUNCATED", f"message is {len(data)} bytes, shorter than the header")
+        reader = self._readers.get(data[2:HEADER_SIZE])
+        if reader is None:
+            raise DecodeError(
+                "UNKNOWN_FINGERPRINT",
+                f"schema fingerprint {data[2:HEADER_SIZE].hex()} matches no known event type",
+            )
+        schema = reader.current
+        body = io.BytesIO(data)
+        body.seek(HEADER_SIZE)
+        try:
+            # Every event schema is a record, which fastavro always reads as a dict.
+            record = cast(
+                dict[str, Any], schemaless_reader(body, reader.writer, reader.resolve_into)
+            )
+        except EOFError as exc:
+            raise DecodeError(
+                "TRUNCATED", f"{schema.event_type} body ends before the record does ({exc})"
+            ) from None
+        # Arbitrary bytes can trip any error inside the Avro reader; all mean "not this schema".
+        except Exception as exc:
+            raise DecodeError(
+                "INVALID", f"{schema.event_type} body is not valid Avro ({exc!r})"
+            ) from None
+        if body.tell() != len(data):
+            raise DecodeError(
+                "TRAILING_BYTES",
+                f"{len(data) - body.tell()} bytes follow the {schema.event_type} record",
+            )
+        problem = schema.semantic_problem(record)
+        if problem:
+            raise DecodeError("INVALID", f"{schema.event_type}: {problem}")
+        return schema.event_type, record
+
+
+@functools.cache
+def default_codec() -> Codec:
+    """The codec for the schemas bundled with stagecast, loaded once."""
+    return Codec.load()
