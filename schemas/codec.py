@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -195,7 +196,8 @@ class Codec:
         try:
             validate(record, schema.parsed, raise_errors=True)
         except ValidationError as exc:
-            raise ValueError(f"invalid {event_type}: {'; '.join(exc.errors)}") from None
+            problems = "; ".join(str(error) for error in exc.errors)
+            raise ValueError(f"invalid {event_type}: {problems}") from None
         problem = schema.semantic_problem(record)
         if problem:
             raise ValueError(f"invalid {event_type}: {problem}")
@@ -233,12 +235,13 @@ class Codec:
             record = cast(
                 dict[str, Any], schemaless_reader(body, reader.writer, reader.resolve_into)
             )
-        except EOFError as exc:
-            raise DecodeError(
-                "TRUNCATED", f"{schema.event_type} body ends before the record does ({exc})"
-            ) from None
-        # Arbitrary bytes can trip any error inside the Avro reader; all mean "not this schema".
+        # Arbitrary bytes can trip any error inside the Avro reader (EOFError, IndexError,
+        # UnicodeDecodeError, ...); all of them mean the bytes are not this schema's record.
         except Exception as exc:
+            if body.tell() >= len(data) and self._ran_out(reader, data):
+                raise DecodeError(
+                    "TRUNCATED", f"{schema.event_type} body ends before the record does ({exc!r})"
+                ) from None
             raise DecodeError(
                 "INVALID", f"{schema.event_type} body is not valid Avro ({exc!r})"
             ) from None
@@ -251,6 +254,15 @@ class Codec:
         if problem:
             raise DecodeError("INVALID", f"{schema.event_type}: {problem}")
         return schema.event_type, record
+
+    @staticmethod
+    def _ran_out(reader: _Reader, data: bytes) -> bool:
+        """Whether a failed read lacked bytes: given one more, the reader gets past the end."""
+        padded = io.BytesIO(data + b"\x00")
+        padded.seek(HEADER_SIZE)
+        with contextlib.suppress(Exception):
+            schemaless_reader(padded, reader.writer, reader.resolve_into)
+        return padded.tell() > len(data)
 
 
 @functools.cache
