@@ -100,7 +100,7 @@ class _Reader:
 def fingerprint_of(schema: Mapping[str, Any]) -> bytes:
     """CRC-64-AVRO of the schema's Parsing Canonical Form, little-endian as on the wire."""
     canonical = to_parsing_canonical_form(dict(schema))
-    return bytes.fromhex(avro_fingerprint(canonical, "CRC-64-AVRO"))[::-1]
+    return bytes.fromhex(avro_fingerprint(canonical, "CRC-64-AVRO"))
 
 
 def _without_logical_types(schema: Any) -> Any:
