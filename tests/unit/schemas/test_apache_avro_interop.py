@@ -14,6 +14,7 @@ import pytest
 from schemas import default_codec
 from schemas.codec import BUNDLED_DIRECTORY
 from tests.unit.schemas.sample_events import EVENT_TYPES, sample
+from tests.unit.schemas.schema_files import current, without_logical_types
 
 CODEC = default_codec()
 CRC64_EMPTY = 0xC15D213AA4D7A795
@@ -40,14 +41,6 @@ def crc64_avro(data: bytes) -> bytes:
     return fingerprint.to_bytes(8, "little")
 
 
-def _without_logical_types(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _without_logical_types(v) for k, v in node.items() if k != "logicalType"}
-    if isinstance(node, list):
-        return [_without_logical_types(item) for item in node]
-    return node
-
-
 def apache_schema(event_type: str) -> avro.schema.Schema:
     return avro.schema.parse((BUNDLED_DIRECTORY / f"{event_type}.avsc").read_text())
 
@@ -60,8 +53,8 @@ def apache_canonical_form(event_type: str) -> str:
     BinaryMessageEncoder fingerprints) write plain `"long"`. Stripping the attribute first,
     which Parsing Canonical Form drops anyway, makes avro produce the form Java produces.
     """
-    declared = json.loads((BUNDLED_DIRECTORY / f"{event_type}.avsc").read_text())
-    return str(avro.schema.parse(json.dumps(_without_logical_types(declared))).canonical_form)
+    stripped = without_logical_types(current(event_type))
+    return str(avro.schema.parse(json.dumps(stripped)).canonical_form)
 
 
 # Signed 64-bit fingerprints from the Avro project's shared test data (schema-tests.txt).
