@@ -5,17 +5,20 @@
 -- projector from several topics, so a late JobRequested must not undo a JobFinished.
 CREATE FUNCTION job_status_rank(status text) RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE status
-    WHEN 'QUEUED' THEN 0
-    WHEN 'ACCEPTED' THEN 1
-    WHEN 'RUNNING' THEN 2
-    ELSE 3
+RETURN CASE
+    WHEN status = 'QUEUED' THEN 0
+    WHEN status = 'ACCEPTED' THEN 1
+    WHEN status = 'RUNNING' THEN 2
+    WHEN status IN ('SUCCEEDED', 'FAILED', 'REJECTED', 'CANCELLED') THEN 3
 END;
 
 -- A stage attempt is STARTED until its first terminal event, which then sticks.
 CREATE FUNCTION stage_status_rank(status text) RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE status WHEN 'STARTED' THEN 0 ELSE 1 END;
+RETURN CASE
+    WHEN status = 'STARTED' THEN 0
+    WHEN status IN ('SUCCEEDED', 'FAILED', 'CANCELLED') THEN 1
+END;
 
 CREATE TABLE jobs (
     job_id uuid PRIMARY KEY,
@@ -49,7 +52,8 @@ CREATE TABLE job_stages (
     stage text NOT NULL,
     attempt int NOT NULL,
     status text NOT NULL CHECK (status IN ('STARTED', 'SUCCEEDED', 'FAILED', 'CANCELLED')),
-    progress real NOT NULL DEFAULT 0,
+    -- The last percent the attempt reported; NULL until it reports one.
+    progress real,
     started_at timestamptz,
     finished_at timestamptz,
     duration_ms bigint,

@@ -1,0 +1,247 @@
+"""A batch of consumed messages, each flattened into one typed row for the staging table."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from schemas.codec import Codec, DecodeError
+
+# The staging table's columns, in the order of every row tuple (see writer.STAGING_TABLE).
+STAGED_COLUMNS = (
+    "ord",
+    "event_id",
+    "job_id",
+    "type",
+    "tenant",
+    "stage",
+    "attempt",
+    "status",
+    "occurred_at",
+    "payload",
+    "topic",
+    "partition",
+    "offset",
+    "summary",
+    "error",
+    "duration_ms",
+    "percent",
+    "value",
+    "name",
+    "step",
+    "labels",
+    "media_type",
+    "uri",
+    "size_bytes",
+    "sha256",
+    "content",
+    "kind",
+    "target",
+    "stages",
+    "idempotency_key",
+    "spec",
+)
+
+StagedRow = tuple[Any, ...]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A JSON "\u0000" escape that is not itself an escaped backslash followed by "u0000".
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+log = logging.getLogger(__name__)
+
+
+class MalformedEvent(ValueError):
+    """A decodable event the projection still cannot store (e.g. a timestamp out of range)."""
+
+
+def jsonb_text(value: Any) -> str:
+    """JSON text that PostgreSQL accepts as jsonb: no NUL, NaN, Infinity or lone surrogates."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, default=_bytes_as_base64)
+    except ValueError:
+        text = json.dumps(_finite(value), ensure_ascii=False, default=_bytes_as_base64)
+    if "\\u0000" in text:
+        # jsonb refuses NUL characters; U+FFFD keeps the place of the one that was there.
+        text = _NUL_ESCAPE.sub(r"\1\\ufffd", text)
+    if not text.isascii():
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def _bytes_as_base64(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _finite(value: Any) -> Any:
+    """The value with every NaN or infinite float replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _text(value: Any) -> Any:
+    """The value with NUL replaced in its strings: text columns cannot store NUL."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_text(item) for item in value]
+    return value
+
+
+def _json_document(text: str | None) -> Any:
+    """The parsed JSON text fields carry; text that is not strict JSON is kept as a string."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except ValueError:
+        return text
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _error(error: dict[str, Any] | None) -> str | None:
+    if error is None:
+        return None
+    return jsonb_text({**error, "details": _json_document(error.get("details"))})
+
+
+def _occurred_at(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    try:
+        return _EPOCH + timedelta(milliseconds=int(value))
+    except OverflowError:
+        raise MalformedEvent(f"occurred_at {value!r} is out of range") from None
+
+
+def staged_row(
+    ord_: int, topic: str, partition: int, offset: int, event_type: str, record: dict[str, Any]
+) -> StagedRow:
+    """One decoded event as a staging row; MalformedEvent when it cannot be stored."""
+    shown = record
+    if event_type == "ArtifactStored" and record.get("content") is not None:
+        # Inline content stays in `artifacts`; the feed carries its size and hash, not the bytes.
+        shown = {key: value for key, value in record.items() if key != "content"}
+    payload = jsonb_text(shown)
+    get = record.get
+    kind = target = stages = idempotency_key = spec = labels = None
+    summary = error = duration_ms = percent = value = name = step = None
+    media_type = uri = size_bytes = sha256 = content = status = None
+    if event_type == "JobRequested":
+        kind, target, stages = get("kind"), get("target"), get("stages")
+        idempotency_key, labels = get("idempotency_key"), jsonb_text(get("labels") or {})
+        spec = jsonb_text(
+            {
+                "dsl": get("dsl"),
+                "code": get("code"),
+                "train": _json_document(get("train")),
+                "limits": get("limits"),
+            }
+        )
+    elif event_type == "JobAccepted":
+        kind, target, stages = get("kind"), get("target"), get("stages")
+        idempotency_key = get("idempotency_key")
+    elif event_type == "JobRejected":
+        error = _error(get("error"))
+    elif event_type == "StageChanged":
+        status, duration_ms = get("status"), get("duration_ms")
+        summary = jsonb_text(_json_document(get("summary")))
+        error = _error(get("error"))
+    elif event_type == "JobFinished":
+        status, duration_ms, error = get("status"), get("duration_ms"), _error(get("error"))
+    elif event_type == "ProgressReported":
+        percent = get("percent")
+    elif event_type == "MetricRecorded":
+        name, value, step = get("name"), get("value"), get("step")
+        labels = jsonb_text(get("labels") or {})
+    elif event_type == "ArtifactStored":
+        name, media_type, uri = get("name"), get("media_type"), get("uri")
+        size_bytes, sha256, content = get("size_bytes"), get("sha256"), get("content")
+    row = (
+        ord_,
+        str(record["event_id"]),
+        str(record["job_id"]) or None,
+        event_type,
+        record["tenant"],
+        get("stage"),
+        get("attempt"),
+        status,
+        _occurred_at(record["occurred_at"]),
+        payload,
+        topic,
+        partition,
+        offset,
+        summary,
+        error,
+        duration_ms,
+        percent,
+        value,
+        name,
+        step,
+        labels,
+        media_type,
+        uri,
+        size_bytes,
+        sha256,
+        content,
+        kind,
+        target,
+        stages,
+        idempotency_key,
+        spec,
+    )
+    if "\\u0000" in payload:
+        # Some string of the record holds a NUL; rare enough to clean every column then.
+        return tuple(_text(item) for item in row)
+    return row
+
+
+@dataclass
+class Batch:
+    """Messages consumed since the last commit: their staged rows and how far each partition got."""
+
+    codec: Codec
+    rows: list[StagedRow] = field(default_factory=list)
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    messages: int = 0
+    undecodable: int = 0
+    repeated: int = 0
+    _event_ids: set[str] = field(default_factory=set)
+
+    def __len__(self) -> int:
+        return self.messages
+
+    def add(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
+        """Stage one message; bytes that are not a storable event are counted and skipped."""
+        self.messages += 1
+        self.next_offsets[(topic, partition)] = offset + 1
+        try:
+            event_type, record = self.codec.decode(value or b"")
+            row = staged_row(len(self.rows), topic, partition, offset, event_type, record)
+        except (DecodeError, ValueError, KeyError, TypeError) as exc:
+            self.undecodable += 1
+            # Dead-lettering belongs to the agents; the projector only must not stop here.
+            log.warning("skipped %s[%d]@%d: %s", topic, partition, offset, exc)
+            return
+        event_id = row[1]
+        if event_id in self._event_ids:
+            self.repeated += 1
+            return
+        self._event_ids.add(event_id)
+        self.rows.append(row)
