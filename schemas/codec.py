@@ -7,6 +7,7 @@ import functools
 import io
 import json
 import re
+import reprlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ DecodeErrorCode = Literal[
 ]
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_DESCRIPTION_LIMIT = 200
 # A dead letter may hold a message whose job could not be read at all.
 _JOB_ID_MAY_BE_EMPTY = frozenset({"DeadLetter"})
 
@@ -47,7 +49,6 @@ class _EventSchema:
     """One event type's schema, compiled for fastavro, with the checks Avro cannot express."""
 
     event_type: str
-    declared: Mapping[str, Any]
     parsed: Any
     fingerprint: bytes
     job_id_may_be_empty: bool
@@ -60,7 +61,6 @@ class _EventSchema:
         names = {field["name"] for field in declared["fields"]}
         return cls(
             event_type=event_type,
-            declared=declared,
             parsed=parse_schema(_without_logical_types(declared)),
             fingerprint=fingerprint_of(declared),
             job_id_may_be_empty=event_type in _JOB_ID_MAY_BE_EMPTY,
@@ -71,10 +71,10 @@ class _EventSchema:
     def semantic_problem(self, record: Mapping[str, Any]) -> str | None:
         """Why a type-correct record is still not a valid event, or None if it is."""
         if not _UUID.fullmatch(record["event_id"]):
-            return f"event_id {record['event_id']!r} is not a UUID"
+            return f"event_id {reprlib.repr(record['event_id'])} is not a UUID"
         job_id = record["job_id"]
         if (job_id or not self.job_id_may_be_empty) and not _UUID.fullmatch(job_id):
-            return f"job_id {job_id!r} is not a UUID"
+            return f"job_id {reprlib.repr(job_id)} is not a UUID"
         if not record["tenant"]:
             return "tenant is empty"
         if not record["source"]:
@@ -114,6 +114,12 @@ def _without_logical_types(schema: Any) -> Any:
     if isinstance(schema, list):
         return [_without_logical_types(item) for item in schema]
     return schema
+
+
+def _describe(exc: Exception) -> str:
+    """A reader error in one short line; some errors carry the whole input with them."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= _DESCRIPTION_LIMIT else text[:_DESCRIPTION_LIMIT] + "..."
 
 
 def _unknown_field(schema: Any, datum: Any, path: str) -> str | None:
@@ -170,7 +176,7 @@ class Codec:
     @classmethod
     def load(cls, directory: Path | None = None) -> Codec:
         """Every .avsc in the directory (the bundled schemas by default), plus its history/."""
-        directory = directory or BUNDLED_DIRECTORY
+        directory = BUNDLED_DIRECTORY if directory is None else directory
         schemas = [json.loads(path.read_text()) for path in sorted(directory.glob("*.avsc"))]
         history = [
             json.loads(path.read_text()) for path in sorted(directory.glob("history/*.avsc"))
@@ -240,10 +246,11 @@ class Codec:
         except Exception as exc:
             if body.tell() >= len(data) and self._ran_out(reader, data):
                 raise DecodeError(
-                    "TRUNCATED", f"{schema.event_type} body ends before the record does ({exc!r})"
+                    "TRUNCATED",
+                    f"{schema.event_type} body ends before the record does ({_describe(exc)})",
                 ) from None
             raise DecodeError(
-                "INVALID", f"{schema.event_type} body is not valid Avro ({exc!r})"
+                "INVALID", f"{schema.event_type} body is not valid Avro ({_describe(exc)})"
             ) from None
         if body.tell() != len(data):
             raise DecodeError(

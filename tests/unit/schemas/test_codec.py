@@ -257,3 +257,11 @@ def test_a_bad_union_index_in_the_last_byte_is_invalid_not_truncated() -> None:
     ]
     record = sample("JobAccepted") | {"idempotency_key": 63}
     assert _decode_error(_forged("JobAccepted", fields, record)).code == "INVALID"
+
+
+def test_reason_stays_one_short_line_for_a_large_bad_message() -> None:
+    record = sample("CancelRequested") | {"reason": "é" * 100_000}
+    message = CODEC.encode("CancelRequested", record)
+    error = _decode_error(message[:-2] + b"\xff\xfe")
+    assert error.code == "INVALID"
+    assert len(error.reason) < 400
