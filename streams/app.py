@@ -1,0 +1,128 @@
+"""The faust app: the dispatcher and the stage agents, each a short loop over its topic."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiokafka
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from schemas.codec import Codec, default_codec
+from streams.dispatcher import Dispatcher
+from streams.envelope import Origin
+from streams.producer import EventPublisher
+from streams.runner import StageLogic, StageRunner
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _consumer_thread_for(fetch_max_wait_ms: int) -> type[faust_aiokafka.AIOKafkaConsumerThread]:
+    class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+        """faust hard-codes a 1.5 s fetch wait; the embedded broker may hold fetches that long."""
+
+        def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+            consumer = super()._create_worker_consumer(transport)
+            consumer._fetch_max_wait_ms = fetch_max_wait_ms
+            return consumer
+
+    return ConsumerThread
+
+
+class StageApp(faust.App):
+    """A faust App whose consumer uses our fetch wait (the only transport change)."""
+
+    fetch_max_wait_ms = 10
+
+    def _new_transport(self) -> Any:
+        thread_class = _consumer_thread_for(self.fetch_max_wait_ms)
+
+        class Consumer(faust_aiokafka.Consumer):
+            def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+                return thread_class(self, loop=self.loop, beacon=self.beacon)
+
+        class Transport(faust_aiokafka.Transport):
+            pass
+
+        Transport.Consumer = Consumer
+        return Transport(self.conf.broker_consumer, self)
+
+
+def stage_logic_registry() -> dict[str, StageLogic]:
+    """Every stage this build can run, by name (streams imports consumers only here)."""
+    from consumers.codegen.agent import run as codegen
+    from consumers.compile.agent import run as compile_
+    from consumers.parse.agent import run as parse
+
+    return {"parse": parse, "compile": compile_, "codegen": codegen}
+
+
+def build_app(
+    settings: Settings,
+    codec: Codec | None = None,
+    stages: Mapping[str, StageLogic] | None = None,
+    dispatcher: bool = True,
+) -> faust.App:
+    """A worker app running the dispatcher and the enabled stages."""
+    codec = codec or default_codec()
+    logic = dict(stages if stages is not None else stage_logic_registry())
+    app = StageApp(
+        settings.app_id,
+        broker=f"kafka://{settings.require_kafka()}",
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        store="memory://",
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 6),
+        broker_request_timeout=max(40.0, settings.session_timeout_s * 2),
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        producer_linger=0.0,
+        loghandlers=[],
+    )
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    publisher = EventPublisher(settings, codec)
+
+    @app.on_startup.connect
+    async def _start_publisher(app: faust.App, **_: Any) -> None:
+        await publisher.start()
+
+    @app.on_shutdown.connect
+    async def _stop_publisher(app: faust.App, **_: Any) -> None:
+        await publisher.stop()
+
+    def add_agent(name: str, topic_name: str, handle: Callable[[Origin], Any]) -> None:
+        topic = app.topic(topic_name, key_type=bytes, value_type=bytes)
+
+        async def agent(stream: Any) -> None:
+            async for event in stream.events():
+                message = event.message
+                origin = Origin(
+                    message.topic, message.partition, message.offset, message.key, message.value
+                )
+                await handle(origin)
+
+        app.agent(topic, name=name, concurrency=settings.agent_concurrency)(agent)
+
+    if dispatcher:
+        add_agent("dispatcher", settings.topics.requests, Dispatcher(publisher, codec, settings).handle)
+    for name in settings.enabled_stages:
+        if name not in logic:
+            log.warning("stage %s is enabled but not built; it will not be consumed", name)
+            continue
+        runner = StageRunner(name, logic[name], publisher, codec, settings)
+        add_agent(f"stage-{name}", settings.topics.stage(name), runner.handle)
+    return app
+
+
+def run_worker(settings: Settings, dispatcher: bool = True) -> None:
+    """Run a faust worker until SIGINT/SIGTERM."""
+    app = build_app(settings, dispatcher=dispatcher)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,161 @@
+"""The dispatcher: validates a JobRequested, plans its stages, accepts or rejects it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.codec import Codec, DecodeError
+from streams.envelope import Origin, dead_letter, envelope, error_info
+from streams.producer import EventPublisher, Outgoing, event_id_for
+from streams.settings import STAGES, Settings
+
+TARGETS = ("pytorch", "tensorflow")
+MODEL_STAGES = ("parse", "compile", "codegen")
+OPTIONAL_MODEL_STAGES = ("execute", "train")
+IDEMPOTENCY_NAMESPACE = uuid.UUID("0d6c3a43-52a8-4e8c-b7b8-0e0a1f4f7d21")
+
+
+def job_id_for(tenant: str, idempotency_key: str) -> str:
+    """The job id a keyed request must carry: the same tenant and key always name the same job."""
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{tenant}\x00{idempotency_key}"))
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    code: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def plan_job(request: Mapping[str, Any], settings: Settings) -> tuple[str, ...] | Rejection:
+    """The stages a request will run through, or why it cannot run at all."""
+    kind = request["kind"]
+    asked = list(request.get("stages") or [])
+    unknown = [name for name in asked if name not in STAGES]
+    if unknown:
+        return Rejection("UNKNOWN_STAGE", f"unknown stage(s): {', '.join(unknown)}",
+                         {"known": list(STAGES)})
+    if request.get("target", "pytorch") not in TARGETS:
+        return Rejection("TARGET_UNSUPPORTED", f"target {request.get('target')!r} is not supported",
+                         {"supported": list(TARGETS)})
+    if kind == "MODEL":
+        plan: tuple[str, ...] = MODEL_STAGES + tuple(
+            s for s in OPTIONAL_MODEL_STAGES if s in asked
+        )
+        problem = _check_body(request, "dsl", "code", settings.max_dsl_bytes)
+    else:
+        if any(name != "execute" for name in asked):
+            return Rejection("INVALID_REQUEST", "a CODE job runs only the execute stage",
+                             {"stages": asked})
+        plan = ("execute",)
+        problem = _check_body(request, "code", "dsl", settings.max_code_bytes)
+    if problem is not None:
+        return problem
+    train = request.get("train")
+    if train is not None:
+        try:
+            settings_given = json.loads(train)
+        except ValueError:
+            settings_given = None
+        if not isinstance(settings_given, dict):
+            return Rejection("INVALID_REQUEST", "train settings must be a JSON object")
+    key = request.get("idempotency_key")
+    if key is not None and request["job_id"] != job_id_for(request["tenant"], key):
+        return Rejection(
+            "IDEMPOTENCY_KEY_MISMATCH",
+            "a request with an idempotency key must use the job id derived from tenant and key",
+            {"expected_job_id": job_id_for(request["tenant"], key)},
+        )
+    missing = [name for name in plan if name not in settings.enabled_stages]
+    if missing:
+        return Rejection(
+            "STAGE_UNAVAILABLE",
+            f"stage(s) {', '.join(missing)} not available on this deployment",
+            {"unavailable": missing, "available": list(settings.enabled_stages)},
+        )
+    return plan
+
+
+def _check_body(
+    request: Mapping[str, Any], wanted: str, unwanted: str, limit: int
+) -> Rejection | None:
+    body = request.get(wanted)
+    if not body:
+        return Rejection("INVALID_REQUEST", f"a {request['kind']} job needs `{wanted}`")
+    if request.get(unwanted):
+        return Rejection("INVALID_REQUEST", f"a {request['kind']} job takes `{wanted}`, not `{unwanted}`")
+    size = len(body.encode())
+    if size > limit:
+        return Rejection("REQUEST_TOO_LARGE", f"`{wanted}` is {size} bytes; the limit is {limit}",
+                         {"size": size, "limit": limit})
+    return None
+
+
+def job_spec(request: Mapping[str, Any]) -> dict[str, Any]:
+    """What every stage of the job needs to know about the request."""
+    return {
+        "kind": request["kind"],
+        "dsl": request.get("dsl"),
+        "code": request.get("code"),
+        "target": request.get("target", "pytorch"),
+        "train": json.loads(request["train"]) if request.get("train") else {},
+        "limits": request.get("limits") or {},
+        "labels": dict(request.get("labels") or {}),
+    }
+
+
+class Dispatcher:
+    """Consumes the requests topic; publishes JobAccepted and the first StageCommand, or JobRejected."""
+
+    def __init__(self, publisher: EventPublisher, codec: Codec, settings: Settings) -> None:
+        self.publisher = publisher
+        self.codec = codec
+        self.settings = settings
+        self.source = f"{settings.source}.dispatcher"
+
+    async def handle(self, origin: Origin) -> None:
+        try:
+            event_type, record = self.codec.decode(origin.value)
+        except DecodeError as error:
+            await self.publisher.publish([dead_letter(self.settings, origin, error.code, str(error))])
+            return
+        if event_type != "JobRequested":
+            reason = f"the requests topic takes JobRequested, got {event_type}"
+            await self.publisher.publish([dead_letter(self.settings, origin, "WRONG_EVENT", reason)])
+            return
+        # Events first, then the command: the feed must show JobAccepted before any stage starts.
+        for outgoing in self.decide(record):
+            await self.publisher.publish([outgoing])
+
+    def decide(self, request: Mapping[str, Any]) -> list[Outgoing]:
+        job_id, tenant = request["job_id"], request["tenant"]
+        topics = self.settings.topics
+        plan = plan_job(request, self.settings)
+        if isinstance(plan, Rejection):
+            rejected = envelope(job_id, tenant, self.source, event_id_for(job_id, "rejected"))
+            rejected["error"] = error_info(plan.code, plan.message, plan.details)
+            return [Outgoing(topics.events, "JobRejected", rejected)]
+        accepted = envelope(job_id, tenant, self.source, event_id_for(job_id, "accepted"))
+        accepted.update(
+            kind=request["kind"],
+            target=request.get("target", "pytorch"),
+            stages=list(plan),
+            idempotency_key=request.get("idempotency_key"),
+        )
+        command = envelope(job_id, tenant, self.source, event_id_for(job_id, "dispatch"))
+        command.update(
+            stage=plan[0],
+            attempt=1,
+            plan=list(plan),
+            spec=json.dumps(job_spec(request)),
+            input="{}",
+            deadline_ms=None,
+        )
+        return [
+            Outgoing(topics.events, "JobAccepted", accepted),
+            Outgoing(topics.stage(plan[0]), "StageCommand", command),
+        ]

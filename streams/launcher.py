@@ -1,0 +1,170 @@
+"""Starts a whole stack: embedded servers unless external ones are configured, then the processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from projections.migrate import migrate
+from streams.settings import Settings
+from streams.stack import (
+    EmbeddedBroker,
+    EmbeddedDatabase,
+    create_database,
+    die_with_parent,
+    free_port,
+    stop_process,
+)
+from streams.topics import ensure_topics
+
+PROCESSES = ("worker", "projector", "api")
+
+
+async def prepare(settings: Settings) -> None:
+    """Topics created and migrations applied: what every process expects to find."""
+    await ensure_topics(settings)
+    await migrate(settings.require_database())
+
+
+@dataclass
+class Launcher:
+    """Owns everything a stack started, and stops all of it."""
+
+    settings: Settings
+    broker: EmbeddedBroker | None = None
+    database: EmbeddedDatabase | None = None
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    api_url: str = ""
+
+    @property
+    def state_dir(self) -> Path:
+        return self.settings.state_dir.resolve()
+
+    @property
+    def stack_file(self) -> Path:
+        return self.state_dir / "stack.json"
+
+    def start_servers(self) -> Settings:
+        """Start the embedded servers that are not configured externally; return the settings."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        updates: dict[str, object] = {}
+        if not self.settings.kafka_bootstrap_servers:
+            self.broker = EmbeddedBroker(self.state_dir / "broker.log")
+            self.broker.start()
+            updates["kafka_bootstrap_servers"] = self.broker.bootstrap_servers
+        if not self.settings.database_url:
+            self.database = EmbeddedDatabase(self.state_dir / "pg")
+            self.database.start()
+            asyncio.run(create_database(self.database.url(), "stagecast"))
+            updates["database_url"] = self.database.url("stagecast")
+        if not self.settings.api_port:
+            updates["api_port"] = free_port(self.settings.api_host)
+        self.settings = self.settings.model_copy(update=updates)
+        asyncio.run(prepare(self.settings))
+        self.api_url = f"http://{self.settings.api_host}:{self.settings.api_port}"
+        return self.settings
+
+    def child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KAFKA_BOOTSTRAP_SERVERS"] = self.settings.require_kafka()
+        env["DATABASE_URL"] = self.settings.require_database()
+        env["STAGECAST_API_PORT"] = str(self.settings.api_port)
+        env["STAGECAST_API_HOST"] = self.settings.api_host
+        env["STAGECAST_TOPIC_PREFIX"] = self.settings.topic_prefix
+        env["STAGECAST_APP_ID"] = self.settings.app_id
+        env["STAGECAST_STATE_DIR"] = str(self.state_dir)
+        return env
+
+    def spawn(self, name: str) -> subprocess.Popen[bytes]:
+        """Start (or restart) one process of the stack, logging to the state directory."""
+        log = (self.state_dir / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", name],
+            env=self.child_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent(signal.SIGTERM),
+        )
+        log.close()
+        self.children[name] = proc
+        return proc
+
+    def start(self, wait_ready: float = 60.0) -> None:
+        self.start_servers()
+        for name in PROCESSES:
+            self.spawn(name)
+        self.wait_ready(wait_ready)
+        self.write_stack_file()
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until the API says the broker and the database answer."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.children.items():
+                if proc.poll() is not None:
+                    log = self.state_dir / f"{name}.log"
+                    raise RuntimeError(f"{name} exited with {proc.returncode}; see {log}")
+            try:
+                if httpx.get(f"{self.api_url}/ready", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"the API at {self.api_url} was not ready within {timeout:.0f}s")
+
+    def write_stack_file(self) -> None:
+        info = {
+            "api_url": self.api_url,
+            "kafka_bootstrap_servers": self.settings.kafka_bootstrap_servers,
+            "database_url": self.settings.database_url,
+            "launcher_pid": os.getpid(),
+            "pids": {name: proc.pid for name, proc in self.children.items()}
+            | {"broker": self.broker.pid if self.broker else None,
+               "postgres": self.database.pid if self.database else None},
+        }
+        self.stack_file.write_text(json.dumps(info, indent=2))
+
+    def pids(self) -> list[int]:
+        """Every process this launcher started."""
+        found = [proc.pid for proc in self.children.values()]
+        for server in (self.broker, self.database):
+            if server is not None and server.pid is not None:
+                found.append(server.pid)
+        return found
+
+    def stop(self) -> None:
+        """Stop the processes, then the servers; nothing it started is left running."""
+        for proc in self.children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.children.values():
+            stop_process(proc, signal.SIGTERM, timeout=15.0)
+        if self.database is not None:
+            self.database.stop()
+        if self.broker is not None:
+            self.broker.stop()
+        self.stack_file.unlink(missing_ok=True)
+
+
+def running_stack(state_dir: Path) -> dict[str, object] | None:
+    """The stack another `stagecast up` is running from this state directory, if it answers."""
+    stack_file = state_dir / "stack.json"
+    if not stack_file.exists():
+        return None
+    info: dict[str, object] = json.loads(stack_file.read_text())
+    try:
+        if httpx.get(f"{info['api_url']}/ready", timeout=1.0).status_code == 200:
+            return info
+    except httpx.HTTPError:
+        pass
+    return None

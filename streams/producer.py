@@ -1,0 +1,90 @@
+"""The one way events leave a process: encoded with the codec, keyed by job id, delivery awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from schemas.codec import Codec
+from streams.settings import Settings
+
+EVENT_NAMESPACE = uuid.UUID("5b0f6d0e-8f0c-4d51-9f3e-6a7b1c2d3e4f")
+CONTENT_TYPE = b"application/vnd.apache.avro+binary; encoding=single-object"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def event_id_for(*parts: object) -> str:
+    """A deterministic event id: a retry that emits the same event emits the same id."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, "/".join(str(part) for part in parts)))
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One event to publish: where, which type, and the record (common fields included)."""
+
+    topic: str
+    event_type: str
+    record: Mapping[str, Any]
+    key: bytes | None = None
+    raw: bytes | None = None
+
+
+class EventPublisher:
+    """An aiokafka producer that speaks our codec; idempotence off (the embedded broker lacks it)."""
+
+    def __init__(self, settings: Settings, codec: Codec) -> None:
+        self.settings = settings
+        self.codec = codec
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.require_kafka(),
+            client_id=f"{self.settings.app_id}-publisher",
+            acks="all",
+            enable_idempotence=False,
+            linger_ms=self.settings.producer_linger_ms,
+            max_request_size=4 * 1024 * 1024,
+        )
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("EventPublisher used before start()")
+        return self._producer
+
+    async def publish(self, items: Sequence[Outgoing]) -> None:
+        """Send every item, then wait until the broker has acknowledged all of them."""
+        futures = []
+        for item in items:
+            value = item.raw if item.raw is not None else self.codec.encode(item.event_type, item.record)
+            key = item.key if item.key is not None else str(item.record.get("job_id", "")).encode()
+            headers = [("content-type", CONTENT_TYPE), ("event-type", item.event_type.encode())]
+            futures.append(
+                await self.producer.send(item.topic, value=value, key=key, headers=headers)
+            )
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def ping(self) -> None:
+        """Raise unless the broker answers a metadata request."""
+        await self.producer.client.fetch_all_metadata()

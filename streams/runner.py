@@ -1,0 +1,235 @@
+"""The one runner every stage agent uses: STARTED, work with a reporter, then SUCCEEDED or FAILED."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.codec import Codec, DecodeError
+from streams.envelope import Origin, dead_letter, envelope, error_info
+from streams.producer import EventPublisher, Outgoing, event_id_for
+from streams.settings import Settings
+from streams.stage import Outcome, Problem, StageFailure, StageResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StageCommand:
+    """A decoded StageCommand: everything a stage needs, the previous stage's output included."""
+
+    job_id: str
+    tenant: str
+    stage: str
+    attempt: int
+    plan: tuple[str, ...]
+    spec: dict[str, Any]
+    input: dict[str, Any]
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> StageCommand:
+        spec = json.loads(record["spec"])
+        given = json.loads(record["input"])
+        if not isinstance(spec, dict) or not isinstance(given, dict):
+            raise ValueError("spec and input must be JSON objects")
+        if record["stage"] not in record["plan"]:
+            raise ValueError(f"stage {record['stage']!r} is not in its plan {record['plan']}")
+        return cls(
+            job_id=record["job_id"],
+            tenant=record["tenant"],
+            stage=record["stage"],
+            attempt=record["attempt"],
+            plan=tuple(record["plan"]),
+            spec=spec,
+            input=given,
+        )
+
+    @property
+    def next_stage(self) -> str | None:
+        position = self.plan.index(self.stage)
+        return self.plan[position + 1] if position + 1 < len(self.plan) else None
+
+
+StageLogic = Callable[[StageCommand, "StageReporter"], Awaitable[Outcome]]
+
+
+class StageReporter:
+    """Publishes progress, logs, metrics and artifacts for one stage attempt, with stable ids."""
+
+    def __init__(self, publisher: EventPublisher, command: StageCommand, source: str) -> None:
+        self._publisher = publisher
+        self._command = command
+        self._source = source
+        self._sequence = 0
+
+    def _record(self, kind: str) -> dict[str, Any]:
+        self._sequence += 1
+        c = self._command
+        event_id = event_id_for(c.job_id, c.stage, c.attempt, kind, self._sequence)
+        record = envelope(c.job_id, c.tenant, self._source, event_id)
+        record.update(stage=c.stage, attempt=c.attempt)
+        return record
+
+    async def _send(self, event_type: str, record: dict[str, Any]) -> None:
+        topic = self._publisher.settings.topics.progress
+        await self._publisher.publish([Outgoing(topic, event_type, record)])
+
+    async def progress(self, percent: float, message: str = "") -> None:
+        record = self._record("progress")
+        record.update(percent=max(0.0, min(100.0, percent)), message=message)
+        await self._send("ProgressReported", record)
+
+    async def log(self, message: str, level: str = "INFO", stream: str = "stdout") -> None:
+        record = self._record("log")
+        record.update(level=level, stream=stream, message=message)
+        await self._send("LogEmitted", record)
+
+    async def metric(
+        self, name: str, value: float, step: int = 0, labels: Mapping[str, str] | None = None
+    ) -> None:
+        record = self._record("metric")
+        record.update(name=name, value=value, step=step, labels=dict(labels or {}))
+        await self._send("MetricRecorded", record)
+
+    async def artifact(
+        self, name: str, media_type: str, content: bytes, uri: str | None = None
+    ) -> None:
+        record = self._record("artifact")
+        record.update(
+            name=name,
+            media_type=media_type,
+            uri=uri,
+            size_bytes=len(content),
+            sha256=hashlib.sha256(content).hexdigest(),
+            content=content,
+        )
+        await self._send("ArtifactStored", record)
+
+
+class StageRunner:
+    """Turns one consumed message into a stage attempt; no input can take it down."""
+
+    def __init__(
+        self,
+        stage: str,
+        logic: StageLogic,
+        publisher: EventPublisher,
+        codec: Codec,
+        settings: Settings,
+    ) -> None:
+        self.stage = stage
+        self.logic = logic
+        self.publisher = publisher
+        self.codec = codec
+        self.settings = settings
+        self.source = f"{settings.source}.stage.{stage}"
+
+    async def handle(self, origin: Origin) -> None:
+        try:
+            event_type, record = self.codec.decode(origin.value)
+        except DecodeError as error:
+            await self.publisher.publish([dead_letter(self.settings, origin, error.code, str(error))])
+            return
+        if event_type != "StageCommand" or record["stage"] != self.stage:
+            reason = f"expected a StageCommand for stage {self.stage!r}, got {event_type}"
+            await self.publisher.publish([dead_letter(self.settings, origin, "WRONG_EVENT", reason)])
+            return
+        try:
+            command = StageCommand.from_record(record)
+        except (ValueError, KeyError) as error:
+            reason = f"malformed StageCommand: {error}"
+            await self.publisher.publish([dead_letter(self.settings, origin, "INVALID", reason)])
+            return
+        await self.run(command)
+
+    async def run(self, command: StageCommand) -> None:
+        started = time.monotonic()
+        await self.publisher.publish([self._changed(command, "STARTED")])
+        reporter = StageReporter(self.publisher, command, self.source)
+        try:
+            outcome = await self.logic(command, reporter)
+        except Exception as error:  # the agent survives any one job
+            log.exception("stage %s crashed on job %s", self.stage, command.job_id)
+            outcome = StageFailure((Problem("STAGE_CRASHED", f"{type(error).__name__}: {error}"),))
+        duration_ms = int((time.monotonic() - started) * 1000)
+        if isinstance(outcome, StageResult):
+            outgoing = self._succeeded(command, outcome, duration_ms)
+        else:
+            outgoing = self._failed(command, outcome, duration_ms)
+        # Events first, then the next command: its STARTED must follow this stage's SUCCEEDED.
+        for item in outgoing:
+            await self.publisher.publish([item])
+
+    def _base(self, command: StageCommand, *id_parts: object) -> dict[str, Any]:
+        event_id = event_id_for(command.job_id, command.stage, command.attempt, *id_parts)
+        return envelope(command.job_id, command.tenant, self.source, event_id)
+
+    def _changed(
+        self,
+        command: StageCommand,
+        status: str,
+        summary: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        duration_ms: int | None = None,
+    ) -> Outgoing:
+        record = self._base(command, status)
+        record.update(
+            stage=command.stage,
+            attempt=command.attempt,
+            status=status,
+            summary=json.dumps(summary or {}),
+            error=error,
+            duration_ms=duration_ms,
+        )
+        return Outgoing(self.settings.topics.events, "StageChanged", record)
+
+    def _finished(
+        self, command: StageCommand, status: str, error: dict[str, Any] | None
+    ) -> Outgoing:
+        record = self._base(command, "finished", status)
+        done = command.plan[: command.plan.index(command.stage) + (status == "SUCCEEDED")]
+        record.update(status=status, error=error, stages_completed=list(done), duration_ms=None)
+        return Outgoing(self.settings.topics.events, "JobFinished", record)
+
+    def _succeeded(
+        self, command: StageCommand, result: StageResult, duration_ms: int
+    ) -> list[Outgoing]:
+        summary = dict(result.summary)
+        if result.warnings:
+            summary["warnings"] = [w.as_dict() for w in result.warnings]
+        out = [self._changed(command, "SUCCEEDED", summary=summary, duration_ms=duration_ms)]
+        following = command.next_stage
+        if following is None:
+            out.append(self._finished(command, "SUCCEEDED", None))
+            return out
+        record = self._base(command, "next", following)
+        record.update(
+            stage=following,
+            attempt=1,
+            plan=list(command.plan),
+            spec=json.dumps(command.spec),
+            input=json.dumps(result.output),
+            deadline_ms=None,
+        )
+        out.append(Outgoing(self.settings.topics.stage(following), "StageCommand", record))
+        return out
+
+    def _failed(
+        self, command: StageCommand, failure: StageFailure, duration_ms: int
+    ) -> list[Outgoing]:
+        first = failure.problems[0]
+        details: dict[str, Any] = {"problems": [p.as_dict() for p in failure.problems]}
+        if first.line is not None:
+            details.update(line=first.line, column=first.column)
+        if failure.warnings:
+            details["warnings"] = [w.as_dict() for w in failure.warnings]
+        error = error_info(failure.code, failure.message, details)
+        return [
+            self._changed(command, "FAILED", error=error, duration_ms=duration_ms),
+            self._finished(command, "FAILED", error),
+        ]

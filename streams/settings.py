@@ -1,0 +1,109 @@
+"""One settings object for every process, read from the environment (or `.env`) and validated."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+STAGES = ("parse", "compile", "codegen", "execute", "train")
+
+
+class Topics:
+    """Topic names, derived from one prefix so several stacks can share a cluster."""
+
+    def __init__(self, prefix: str) -> None:
+        self.requests = f"{prefix}.requests"
+        self.events = f"{prefix}.events"
+        self.progress = f"{prefix}.progress"
+        self.control = f"{prefix}.control"
+        self.deadletter = f"{prefix}.deadletter"
+        self._prefix = prefix
+
+    def stage(self, name: str) -> str:
+        return f"{self._prefix}.stage.{name}"
+
+    def all(self) -> list[str]:
+        fixed = [self.requests, self.events, self.progress, self.control, self.deadletter]
+        return fixed + [self.stage(name) for name in STAGES]
+
+
+class Settings(BaseSettings):
+    """Every knob of stagecast; `STAGECAST_` prefix, plus the standard Kafka/Postgres variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STAGECAST_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "STAGECAST_KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "STAGECAST_DATABASE_URL")
+    )
+    state_dir: Path = Path(".stagecast")
+    topic_prefix: str = "stagecast"
+    partitions: int = Field(default=4, ge=1, le=1024)
+    stage_partitions: int = Field(default=4, ge=1, le=1024)
+    app_id: str = "stagecast"
+    source: str = "stagecast"
+    default_tenant: str = "default"
+    # The embedded broker answers JoinGroup after half the session timeout: keep it short there.
+    session_timeout_s: float = Field(default=6.0, gt=0)
+    # The embedded broker can hold a multi-partition fetch for its whole max wait: keep it short.
+    fetch_max_wait_ms: int = Field(default=10, ge=1, le=60_000)
+    producer_linger_ms: int = Field(default=0, ge=0, le=1_000)
+    agent_concurrency: int = Field(default=4, ge=1, le=256)
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=0, ge=0, le=65535)
+    sse_heartbeat_s: float = Field(default=15.0, gt=0)
+    max_dsl_bytes: int = Field(default=262_144, ge=1)
+    max_code_bytes: int = Field(default=262_144, ge=1)
+    max_request_bytes: int = Field(default=1_048_576, ge=1)
+    projector_batch: int = Field(default=2_000, ge=1)
+    projector_linger_ms: int = Field(default=5, ge=0)
+    enabled_stages: Annotated[tuple[str, ...], NoDecode] = ("parse", "compile", "codegen")
+    log_level: str = "INFO"
+
+    @field_validator("enabled_stages", mode="before")
+    @classmethod
+    def _split_stages(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("enabled_stages")
+    @classmethod
+    def _known_stages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in value if name not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; known: {list(STAGES)}")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return upper
+
+    @cached_property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    def require_kafka(self) -> str:
+        """The bootstrap servers, or a clear error when the process has none."""
+        if not self.kafka_bootstrap_servers:
+            raise RuntimeError("KAFKA_BOOTSTRAP_SERVERS is not set (run `stagecast up` or set it)")
+        return self.kafka_bootstrap_servers
+
+    def require_database(self) -> str:
+        """The database URL, or a clear error when the process has none."""
+        if not self.database_url:
+            raise RuntimeError("DATABASE_URL is not set (run `stagecast up` or set it)")
+        return self.database_url
