@@ -58,7 +58,7 @@ def _parse(source: str, max_bytes: int) -> StageResult | StageFailure:
         return StageFailure(diagnostics.sorted_problems())
     network = read_network(tokens, diagnostics)
     # After a syntax error, a missing section or Output may just be what the error swallowed.
-    complete = not diagnostics.problems
+    complete = not any(problem.code == "DSL_SYNTAX" for problem in diagnostics.problems)
     ir = None if network is None else _network_ir(network, complete, diagnostics)
     if ir is None or diagnostics.problems:
         return StageFailure(diagnostics.sorted_problems())

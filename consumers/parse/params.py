@@ -313,6 +313,8 @@ def bind(
     given: dict[str, Argument] = {}
     values: dict[str, Any] = {}
     ok = True
+    # A misspelt name probably meant a missing parameter: reporting both would say it twice.
+    misnamed = False
     named_seen = False
     position = 0
     for argument in arguments:
@@ -325,6 +327,7 @@ def bind(
             named_seen = True
         if param is None:
             ok = False
+            misnamed = misnamed or (argument.name is not None and argument.name not in unsupported)
             continue
         if param.name in given:
             line, _ = diagnostics.source.position(given[param.name].start)
@@ -346,7 +349,7 @@ def bind(
     for param in signature.params:
         if param.name in values:
             continue
-        if isinstance(param.default, Required) and param.name not in given:
+        if isinstance(param.default, Required) and param.name not in given and not misnamed:
             diagnostics.report(
                 "DSL_BAD_PARAM",
                 f"{signature.owner} needs the {signature.noun} '{param.name}'",
@@ -354,7 +357,9 @@ def bind(
                 _usage(signature),
             )
             ok = False
-        elif not isinstance(param.default, Required | SameAs):
+        elif isinstance(param.default, Required):
+            ok = False
+        elif not isinstance(param.default, SameAs):
             values[param.name] = _fresh(param.default)
     if not ok:
         return None

@@ -67,14 +67,15 @@ def read_network(tokens: list[Token], diagnostics: Diagnostics) -> NetworkTree |
 
 
 def describe(token: Token) -> str:
-    """How a token is named in an error message."""
+    """How a token is named in an error message (long ones shortened)."""
+    text = token.text if len(token.text) <= 40 else token.text[:40] + "…"
     if token.kind == "end":
         return "the end of input"
     if token.kind == "string":
-        return f"the string {token.text}"
+        return f"the string {text}"
     if token.kind in ("int", "float"):
-        return f"the number {token.text}"
-    return f"'{token.text}'"
+        return f"the number {text}"
+    return f"'{text}'"
 
 
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
@@ -473,6 +474,14 @@ class Parser:
                 opening.end,
                 f"add '{closer}' to close the '{opening.text}' opened here",
             )
+        if token.line > opening.line:
+            raise Abandon(
+                f"unclosed '{opening.text}': expected '{closer}' before {describe(token)} "
+                f"on line {token.line}",
+                opening.start,
+                opening.end,
+                f"close it with '{closer}'",
+            )
         raise Abandon(
             f"expected ',' or '{closer}', found {describe(token)}",
             token.start,
@@ -498,12 +507,15 @@ class Parser:
     def _recover(self, anchor: int) -> None:
         """After a syntax error, skip to where the next construct plausibly starts.
 
-        That is the first token on a later line indented no deeper than the construct that
-        failed, or a `}` that closes the enclosing block.
+        That is the first token after the failed construct's start that opens a later line
+        indented no deeper, or a `}` closing the enclosing block. Scanning restarts at the
+        construct's start because a broken construct may have swallowed the next lines.
         """
+        if self._diagnostics.dropped:  # enough problems found: stop reading
+            self._position = len(self._tokens) - 1
+            return
         first = self._tokens[anchor]
-        if self._position <= anchor:
-            self._position = anchor + 1
+        self._position = anchor + 1
         braces = 0
         while True:
             token = self._peek()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from consumers.parse.source import Diagnostics
 
@@ -14,13 +13,14 @@ TokenKind = Literal["name", "int", "float", "string", "punct", "end"]
 # Numbers longer than this are refused before int()/float() see them (int() of a huge
 # digit string is slow, and Python refuses very long ones anyway).
 MAX_NUMBER_LENGTH = 64
+# Names longer than this are refused, which also keeps every message that quotes one short.
+MAX_NAME_LENGTH = 100
 # After this many lexical errors the rest of the text is not worth scanning.
 MAX_LEXICAL_ERRORS = 20
 
 _TOKEN = re.compile(
     r"""
-    (?P<newline>\n)
-  | (?P<space>[ \t\r\f\v]+)
+    (?P<space>[ \t\r\f\v\n]+)
   | (?P<comment>(?:\#|//)[^\n]*)
   | (?P<block_comment>/\*)
   | (?P<number>(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)(?P<tail>[A-Za-z0-9_.]*)
@@ -34,8 +34,7 @@ _TOKEN = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(NamedTuple):
     """One token with its span [start, end), 1-based line/column, and whether it opens its line."""
 
     kind: TokenKind
@@ -68,14 +67,22 @@ def tokenize(diagnostics: Diagnostics) -> list[Token]:
         if match is None:
             break
         group = match.lastgroup
-        position = match.end()
-        if group == "newline":
-            line, line_start, line_has_token = line + 1, position, False
+        start, position = match.start(), match.end()
+        if group == "space":
+            newlines = text.count("\n", start, position)
+            if newlines:
+                line, line_start = line + newlines, text.rindex("\n", start, position) + 1
+                line_has_token = False
             continue
-        if group in ("space", "comment"):
+        if group == "comment":
+            continue
+        column, first = start - line_start + 1, not line_has_token
+        line_has_token = True
+        if group == "punct":  # the commonest token, kept on the short path
+            tokens.append(Token("punct", match.group(), start, position, line, column, first))
             continue
         try:
-            token = _token(match, text, line, match.start() - line_start + 1, not line_has_token)
+            token = _token(match, text, line, column, first)
         except LexicalError as error:
             diagnostics.report(error.code, error.message, match.start(), error.end, error.hint)
             errors += 1
@@ -84,7 +91,6 @@ def tokenize(diagnostics: Diagnostics) -> list[Token]:
                 break
             continue
         tokens.append(token)
-        line_has_token = True
     end_line, end_column = diagnostics.source.position(len(text))
     tokens.append(Token("end", "", len(text), len(text), end_line, end_column, True))
     return tokens
@@ -97,6 +103,10 @@ def _token(match: re.Match[str], text: str, line: int, column: int, first: bool)
     if group in ("number", "tail"):
         return _number(match, line, column, first)
     if group == "name":
+        if match.end() - start > MAX_NAME_LENGTH:
+            raise LexicalError(
+                "DSL_SYNTAX", f"name is longer than {MAX_NAME_LENGTH} characters", match.end()
+            )
         return Token("name", match.group(), start, match.end(), line, column, first)
     if group == "string":
         quoted = match.group()
