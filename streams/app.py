@@ -33,9 +33,21 @@ def _consumer_thread_for(fetch_max_wait_ms: int) -> type[faust_aiokafka.AIOKafka
 
 
 class StageApp(faust.App):
-    """A faust App whose consumer uses our fetch wait (the only transport change)."""
+    """A faust App whose consumer uses our fetch wait, and which owns our event publisher."""
 
     fetch_max_wait_ms = 10
+    publisher: EventPublisher | None = None
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        if self.publisher is not None:
+            await self.publisher.start()
+
+    async def on_shutdown(self) -> None:
+        # After the agents stopped: nothing publishes any more.
+        await super().on_shutdown()
+        if self.publisher is not None:
+            await self.publisher.stop()
 
     def _new_transport(self) -> Any:
         thread_class = _consumer_thread_for(self.fetch_max_wait_ms)
@@ -88,14 +100,7 @@ def build_app(
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     publisher = EventPublisher(settings, codec)
-
-    @app.on_startup.connect
-    async def _start_publisher(app: faust.App, **_: Any) -> None:
-        await publisher.start()
-
-    @app.on_shutdown.connect
-    async def _stop_publisher(app: faust.App, **_: Any) -> None:
-        await publisher.stop()
+    app.publisher = publisher
 
     def add_agent(name: str, topic_name: str, handle: Callable[[Origin], Any]) -> None:
         topic = app.topic(topic_name, key_type=bytes, value_type=bytes)
@@ -111,7 +116,9 @@ def build_app(
         app.agent(topic, name=name, concurrency=settings.agent_concurrency)(agent)
 
     if dispatcher:
-        add_agent("dispatcher", settings.topics.requests, Dispatcher(publisher, codec, settings).handle)
+        add_agent(
+            "dispatcher", settings.topics.requests, Dispatcher(publisher, codec, settings).handle
+        )
     for name in settings.enabled_stages:
         if name not in logic:
             log.warning("stage %s is enabled but not built; it will not be consumed", name)

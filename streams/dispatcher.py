@@ -37,20 +37,23 @@ def plan_job(request: Mapping[str, Any], settings: Settings) -> tuple[str, ...] 
     asked = list(request.get("stages") or [])
     unknown = [name for name in asked if name not in STAGES]
     if unknown:
-        return Rejection("UNKNOWN_STAGE", f"unknown stage(s): {', '.join(unknown)}",
-                         {"known": list(STAGES)})
-    if request.get("target", "pytorch") not in TARGETS:
-        return Rejection("TARGET_UNSUPPORTED", f"target {request.get('target')!r} is not supported",
-                         {"supported": list(TARGETS)})
-    if kind == "MODEL":
-        plan: tuple[str, ...] = MODEL_STAGES + tuple(
-            s for s in OPTIONAL_MODEL_STAGES if s in asked
+        return Rejection(
+            "UNKNOWN_STAGE", f"unknown stage(s): {', '.join(unknown)}", {"known": list(STAGES)}
         )
+    if request.get("target", "pytorch") not in TARGETS:
+        return Rejection(
+            "TARGET_UNSUPPORTED",
+            f"target {request.get('target')!r} is not supported",
+            {"supported": list(TARGETS)},
+        )
+    if kind == "MODEL":
+        plan: tuple[str, ...] = MODEL_STAGES + tuple(s for s in OPTIONAL_MODEL_STAGES if s in asked)
         problem = _check_body(request, "dsl", "code", settings.max_dsl_bytes)
     else:
         if any(name != "execute" for name in asked):
-            return Rejection("INVALID_REQUEST", "a CODE job runs only the execute stage",
-                             {"stages": asked})
+            return Rejection(
+                "INVALID_REQUEST", "a CODE job runs only the execute stage", {"stages": asked}
+            )
         plan = ("execute",)
         problem = _check_body(request, "code", "dsl", settings.max_code_bytes)
     if problem is not None:
@@ -87,11 +90,16 @@ def _check_body(
     if not body:
         return Rejection("INVALID_REQUEST", f"a {request['kind']} job needs `{wanted}`")
     if request.get(unwanted):
-        return Rejection("INVALID_REQUEST", f"a {request['kind']} job takes `{wanted}`, not `{unwanted}`")
+        return Rejection(
+            "INVALID_REQUEST", f"a {request['kind']} job takes `{wanted}`, not `{unwanted}`"
+        )
     size = len(body.encode())
     if size > limit:
-        return Rejection("REQUEST_TOO_LARGE", f"`{wanted}` is {size} bytes; the limit is {limit}",
-                         {"size": size, "limit": limit})
+        return Rejection(
+            "REQUEST_TOO_LARGE",
+            f"`{wanted}` is {size} bytes; the limit is {limit}",
+            {"size": size, "limit": limit},
+        )
     return None
 
 
@@ -109,7 +117,7 @@ def job_spec(request: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Dispatcher:
-    """Consumes the requests topic; publishes JobAccepted and the first StageCommand, or JobRejected."""
+    """Consumes requests; publishes JobAccepted and the first StageCommand, or JobRejected."""
 
     def __init__(self, publisher: EventPublisher, codec: Codec, settings: Settings) -> None:
         self.publisher = publisher
@@ -121,11 +129,15 @@ class Dispatcher:
         try:
             event_type, record = self.codec.decode(origin.value)
         except DecodeError as error:
-            await self.publisher.publish([dead_letter(self.settings, origin, error.code, str(error))])
+            await self.publisher.publish(
+                [dead_letter(self.settings, origin, error.code, str(error))]
+            )
             return
         if event_type != "JobRequested":
             reason = f"the requests topic takes JobRequested, got {event_type}"
-            await self.publisher.publish([dead_letter(self.settings, origin, "WRONG_EVENT", reason)])
+            await self.publisher.publish(
+                [dead_letter(self.settings, origin, "WRONG_EVENT", reason)]
+            )
             return
         # Events first, then the command: the feed must show JobAccepted before any stage starts.
         for outgoing in self.decide(record):

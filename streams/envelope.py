@@ -38,7 +38,9 @@ def dead_letter(settings: Settings, origin: Origin, error_code: str, reason: str
     fingerprint = hashlib.sha256(
         f"{origin.topic}/{origin.partition}/{origin.offset}".encode() + origin.value
     ).hexdigest()
-    record = envelope("", settings.default_tenant, settings.source, event_id_for("dlq", fingerprint))
+    record = envelope(
+        "", settings.default_tenant, settings.source, event_id_for("dlq", fingerprint)
+    )
     record.update(
         source_topic=origin.topic,
         source_partition=origin.partition,

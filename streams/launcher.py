@@ -1,4 +1,4 @@
-"""Starts a whole stack: embedded servers unless external ones are configured, then the processes."""
+"""Starts a whole stack: embedded servers unless external ones are configured, then processes."""
 
 from __future__ import annotations
 
@@ -123,14 +123,15 @@ class Launcher:
         raise TimeoutError(f"the API at {self.api_url} was not ready within {timeout:.0f}s")
 
     def write_stack_file(self) -> None:
+        pids: dict[str, int | None] = {name: proc.pid for name, proc in self.children.items()}
+        pids["broker"] = self.broker.pid if self.broker else None
+        pids["postgres"] = self.database.pid if self.database else None
         info = {
             "api_url": self.api_url,
             "kafka_bootstrap_servers": self.settings.kafka_bootstrap_servers,
             "database_url": self.settings.database_url,
             "launcher_pid": os.getpid(),
-            "pids": {name: proc.pid for name, proc in self.children.items()}
-            | {"broker": self.broker.pid if self.broker else None,
-               "postgres": self.database.pid if self.database else None},
+            "pids": pids,
         }
         self.stack_file.write_text(json.dumps(info, indent=2))
 

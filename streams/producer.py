@@ -43,7 +43,7 @@ class Outgoing:
 
 
 class EventPublisher:
-    """An aiokafka producer that speaks our codec; idempotence off (the embedded broker lacks it)."""
+    """An aiokafka producer speaking our codec; idempotence off (the embedded broker lacks it)."""
 
     def __init__(self, settings: Settings, codec: Codec) -> None:
         self.settings = settings
@@ -76,7 +76,11 @@ class EventPublisher:
         """Send every item, then wait until the broker has acknowledged all of them."""
         futures = []
         for item in items:
-            value = item.raw if item.raw is not None else self.codec.encode(item.event_type, item.record)
+            value = (
+                item.raw
+                if item.raw is not None
+                else self.codec.encode(item.event_type, item.record)
+            )
             key = item.key if item.key is not None else str(item.record.get("job_id", "")).encode()
             headers = [("content-type", CONTENT_TYPE), ("event-type", item.event_type.encode())]
             futures.append(

@@ -1,4 +1,4 @@
-"""The one runner every stage agent uses: STARTED, work with a reporter, then SUCCEEDED or FAILED."""
+"""The one runner every stage agent uses: STARTED, work with a reporter, SUCCEEDED or FAILED."""
 
 from __future__ import annotations
 
@@ -133,11 +133,15 @@ class StageRunner:
         try:
             event_type, record = self.codec.decode(origin.value)
         except DecodeError as error:
-            await self.publisher.publish([dead_letter(self.settings, origin, error.code, str(error))])
+            await self.publisher.publish(
+                [dead_letter(self.settings, origin, error.code, str(error))]
+            )
             return
         if event_type != "StageCommand" or record["stage"] != self.stage:
             reason = f"expected a StageCommand for stage {self.stage!r}, got {event_type}"
-            await self.publisher.publish([dead_letter(self.settings, origin, "WRONG_EVENT", reason)])
+            await self.publisher.publish(
+                [dead_letter(self.settings, origin, "WRONG_EVENT", reason)]
+            )
             return
         try:
             command = StageCommand.from_record(record)

@@ -40,7 +40,9 @@ class Settings(BaseSettings):
 
     kafka_bootstrap_servers: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "STAGECAST_KAFKA_BOOTSTRAP_SERVERS"),
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "STAGECAST_KAFKA_BOOTSTRAP_SERVERS"
+        ),
     )
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "STAGECAST_DATABASE_URL")
@@ -59,7 +61,7 @@ class Settings(BaseSettings):
     producer_linger_ms: int = Field(default=0, ge=0, le=1_000)
     agent_concurrency: int = Field(default=4, ge=1, le=256)
     api_host: str = "127.0.0.1"
-    api_port: int = Field(default=0, ge=0, le=65535)
+    api_port: int = Field(default=8787, ge=0, le=65535)
     sse_heartbeat_s: float = Field(default=15.0, gt=0)
     max_dsl_bytes: int = Field(default=262_144, ge=1)
     max_code_bytes: int = Field(default=262_144, ge=1)

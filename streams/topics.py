@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -31,10 +33,9 @@ async def ensure_topics(settings: Settings) -> list[str]:
             if name not in existing
         ]
         if wanted:
-            try:
+            # Another process may create them between our list and our create.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass
         return [topic.name for topic in wanted]
     finally:
         await admin.close()

@@ -52,6 +52,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         kafka_bootstrap_servers=None,
         database_url=None,
         state_dir=state,
+        api_port=0,
     )
     launcher = Launcher(settings)
     launcher.start_servers()

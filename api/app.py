@@ -1,0 +1,107 @@
+"""The Starlette app: routes, lifespan (pool, publisher, LISTEN), and error handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from api.errors import (
+    ApiError,
+    RequestIdMiddleware,
+    error_response,
+    on_api_error,
+    on_http_exception,
+    on_unexpected,
+)
+from api.feed import FeedNotifier, job_events
+from api.jobs import get_job, get_stages, list_jobs, submit_job
+from schemas.codec import default_codec
+from streams.producer import EventPublisher
+from streams.settings import Settings
+
+_CHECK_TIMEOUT_S = 2.0
+
+
+async def health(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def ready(request: Request) -> JSONResponse:
+    """Ready only when both the broker and the database answer."""
+    state = request.app.state
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(state.pool.fetchval("SELECT 1"), _CHECK_TIMEOUT_S)
+        checks["database"] = "ok"
+    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+        checks["database"] = f"unavailable: {type(error).__name__}"
+    try:
+        await asyncio.wait_for(state.publisher.ping(), _CHECK_TIMEOUT_S)
+        checks["broker"] = "ok"
+    except Exception as error:  # any broker failure means "not ready", never a 500
+        checks["broker"] = f"unavailable: {type(error).__name__}"
+    if all(value == "ok" for value in checks.values()):
+        return JSONResponse({"status": "ready", "checks": checks})
+    return error_response(request, 503, "NOT_READY", "not ready", checks)
+
+
+def create_app(settings: Settings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.pool = await asyncpg.create_pool(
+            settings.require_database(), min_size=1, max_size=10
+        )
+        app.state.publisher = EventPublisher(settings, default_codec())
+        await app.state.publisher.start()
+        app.state.notifier = FeedNotifier(settings.require_database())
+        await app.state.notifier.start()
+        try:
+            yield
+        finally:
+            await app.state.notifier.stop()
+            await app.state.publisher.stop()
+            await app.state.pool.close()
+
+    routes = [
+        Route("/health", health),
+        Route("/ready", ready),
+        Route("/jobs", submit_job, methods=["POST"]),
+        Route("/jobs", list_jobs, methods=["GET"]),
+        Route("/jobs/{job_id}", get_job),
+        Route("/jobs/{job_id}/stages", get_stages),
+        Route("/jobs/{job_id}/events", job_events),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers={
+            ApiError: on_api_error,
+            HTTPException: on_http_exception,
+            Exception: on_unexpected,
+        },
+        lifespan=lifespan,
+    )
+
+
+def run_api(settings: Settings) -> None:
+    """Serve the API with uvicorn until SIGINT/SIGTERM."""
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()

@@ -1,0 +1,144 @@
+"""The SSE feed of a job: every event after Last-Event-ID, live as the projector commits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+from sse_starlette.sse import EventSourceResponse
+from starlette.requests import Request
+
+from api.errors import ApiError
+
+NOTIFY_CHANNEL = "stagecast_events"
+TERMINAL_EVENTS = frozenset({"JobFinished", "JobRejected"})
+_PAGE = 500
+
+log = logging.getLogger(__name__)
+
+
+class FeedNotifier:
+    """One LISTEN connection per API process; wakes every feed when the projector commits."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.latest_seq = 0
+        self._changed = asyncio.Condition()
+        self._conn: asyncpg.Connection | None = None
+        self._keeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._connect()
+        self._keeper = asyncio.create_task(self._keep_listening())
+
+    async def _connect(self) -> None:
+        self._conn = await asyncpg.connect(self.database_url)
+        await self._conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+
+    async def _keep_listening(self) -> None:
+        """Reconnect when the LISTEN connection drops; feeds fall back to polling meanwhile."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self._conn is None or self._conn.is_closed():
+                with contextlib.suppress(OSError, asyncpg.PostgresError):
+                    await self._connect()
+                    await self._wake(self.latest_seq)
+
+    async def stop(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.close()
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        try:
+            seq = int(str(payload))
+        except ValueError:
+            return
+        asyncio.get_running_loop().create_task(self._wake(seq))
+
+    async def _wake(self, seq: int) -> None:
+        async with self._changed:
+            self.latest_seq = max(self.latest_seq, seq)
+            self._changed.notify_all()
+
+    async def wait_beyond(self, seq: int, within: float) -> None:
+        """Return once something newer than `seq` was committed, or after `within` seconds."""
+        async with self._changed:
+            if self.latest_seq > seq:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self.latest_seq > seq), within
+                )
+
+
+def parse_last_event_id(request: Request) -> int:
+    raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(
+            400,
+            "INVALID_LAST_EVENT_ID",
+            "Last-Event-ID must be an integer seq",
+            {"given": raw[:64]},
+        ) from None
+    if value < 0:
+        raise ApiError(400, "INVALID_LAST_EVENT_ID", "Last-Event-ID must not be negative")
+    return value
+
+
+def parse_job_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ApiError(
+            400, "INVALID_JOB_ID", "job id must be a UUID", {"given": raw[:64]}
+        ) from None
+
+
+async def job_feed(
+    pool: asyncpg.Pool,
+    notifier: FeedNotifier,
+    job_id: uuid.UUID,
+    after: int,
+    wait_s: float,
+) -> AsyncIterator[dict[str, Any]]:
+    """Events of one job after `after`, in seq order, until the job's terminal event."""
+    while True:
+        # Read the watermark before querying: a commit landing mid-query still wakes us.
+        seen = notifier.latest_seq
+        rows = await pool.fetch(
+            "SELECT seq, type, payload FROM job_events WHERE job_id = $1 AND seq > $2 "
+            "ORDER BY seq LIMIT $3",
+            job_id,
+            after,
+            _PAGE,
+        )
+        for row in rows:
+            after = row["seq"]
+            yield {"id": str(row["seq"]), "event": row["type"], "data": row["payload"]}
+            if row["type"] in TERMINAL_EVENTS:
+                return
+        if len(rows) == _PAGE:
+            continue
+        await notifier.wait_beyond(seen, wait_s)
+
+
+async def job_events(request: Request) -> EventSourceResponse:
+    job_id = parse_job_id(request.path_params["job_id"])
+    after = parse_last_event_id(request)
+    state = request.app.state
+    # The wait doubles as a poll interval, so a lost NOTIFY costs at most one interval.
+    events = job_feed(state.pool, state.notifier, job_id, after, wait_s=1.0)
+    return EventSourceResponse(
+        events, ping=state.settings.sse_heartbeat_s, headers={"Cache-Control": "no-store"}
+    )

@@ -1,0 +1,242 @@
+"""The jobs resource: submit a job, read one, list them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from api.errors import ApiError
+from api.feed import parse_job_id
+from api.models import JobSubmission
+from streams.dispatcher import Rejection, job_id_for, plan_job
+from streams.envelope import envelope
+from streams.producer import EventPublisher, Outgoing, event_id_for
+from streams.settings import Settings
+
+TENANT_HEADER = "x-tenant"
+JOB_STATUSES = ("QUEUED", "ACCEPTED", "RUNNING", "SUCCEEDED", "FAILED", "REJECTED", "CANCELLED")
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def _jsonb(text: str | None) -> Any:
+    return json.loads(text) if text is not None else None
+
+
+def _links(job_id: str) -> dict[str, str]:
+    return {"self": f"/jobs/{job_id}", "events": f"/jobs/{job_id}/events"}
+
+
+async def _read_body(request: Request, limit: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "REQUEST_TOO_LARGE", f"body larger than {limit} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, "REQUEST_TOO_LARGE", f"body larger than {limit} bytes")
+    content_type = request.headers.get("content-type", "application/json")
+    if "json" not in content_type:
+        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "send application/json")
+    try:
+        return json.loads(body)
+    except ValueError as error:
+        raise ApiError(
+            400, "INVALID_JSON", "body is not valid JSON", {"reason": str(error)}
+        ) from None
+
+
+def _tenant(request: Request, settings: Settings) -> str:
+    tenant = request.headers.get(TENANT_HEADER, settings.default_tenant).strip()
+    if not tenant or len(tenant) > 100:
+        raise ApiError(400, "INVALID_TENANT", "X-Tenant must be 1-100 characters")
+    return tenant
+
+
+def job_requested(submission: JobSubmission, tenant: str, source: str) -> dict[str, Any]:
+    """The JobRequested record for a submission; keyed submissions get their derived job id."""
+    key = submission.idempotency_key
+    job_id = job_id_for(tenant, key) if key else str(uuid.uuid4())
+    record = envelope(job_id, tenant, source, event_id_for(job_id, "requested", uuid.uuid4()))
+    record.update(
+        kind=submission.kind,
+        dsl=submission.dsl,
+        code=submission.code,
+        target=submission.target,
+        stages=list(submission.stages),
+        train=json.dumps(submission.train) if submission.train is not None else None,
+        limits=submission.limits.model_dump() if submission.limits else None,
+        labels=dict(submission.labels),
+        idempotency_key=key,
+    )
+    return record
+
+
+def _same_request(row: asyncpg.Record, record: dict[str, Any]) -> bool:
+    spec = _jsonb(row["spec"]) or {}
+    return bool(spec.get("dsl") == record["dsl"] and spec.get("code") == record["code"])
+
+
+async def submit_job(request: Request) -> JSONResponse:
+    state = request.app.state
+    settings: Settings = state.settings
+    publisher: EventPublisher = state.publisher
+    tenant = _tenant(request, settings)
+    raw = await _read_body(request, settings.max_request_bytes)
+    try:
+        submission = JobSubmission.model_validate(raw)
+    except ValidationError as error:
+        details = [
+            {"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]}
+            for e in error.errors()
+        ]
+        raise ApiError(422, "VALIDATION_FAILED", "the job request is not valid", details) from None
+    record = job_requested(submission, tenant, f"{settings.source}.api")
+    plan = plan_job(record, settings)
+    if isinstance(plan, Rejection):
+        status = 413 if plan.code == "REQUEST_TOO_LARGE" else 422
+        raise ApiError(status, plan.code, plan.message, plan.details)
+    job_id = record["job_id"]
+    if submission.idempotency_key:
+        existing = await state.pool.fetchrow(
+            "SELECT job_id, status, spec FROM jobs WHERE job_id = $1", uuid.UUID(job_id)
+        )
+        if existing is not None:
+            if existing["spec"] is not None and not _same_request(existing, record):
+                raise ApiError(
+                    409,
+                    "IDEMPOTENCY_CONFLICT",
+                    "this idempotency key was used for a different request",
+                    {"job_id": job_id},
+                )
+            body = {
+                "job_id": job_id,
+                "status": existing["status"],
+                "duplicate": True,
+                "links": _links(job_id),
+            }
+            return JSONResponse(body, status_code=200)
+    await publisher.publish([Outgoing(settings.topics.requests, "JobRequested", record)])
+    body = {"job_id": job_id, "status": "QUEUED", "stages": list(plan), "links": _links(job_id)}
+    return JSONResponse(body, status_code=202, headers={"Location": f"/jobs/{job_id}"})
+
+
+def _stage_view(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "stage": row["stage"],
+        "attempt": row["attempt"],
+        "status": row["status"],
+        "started_at": _json(row["started_at"]),
+        "finished_at": _json(row["finished_at"]),
+        "duration_ms": row["duration_ms"],
+        "summary": _jsonb(row["summary"]),
+        "error": _jsonb(row["error"]),
+    }
+
+
+def _job_view(row: asyncpg.Record) -> dict[str, Any]:
+    job_id = str(row["job_id"])
+    return {
+        "job_id": job_id,
+        "tenant": row["tenant"],
+        "kind": row["kind"],
+        "target": row["target"],
+        "status": row["status"],
+        "current_stage": row["current_stage"],
+        "plan": list(row["stages"] or []),
+        "progress": row["progress"],
+        "error": _jsonb(row["error"]),
+        "labels": _jsonb(row["labels"]),
+        "idempotency_key": row["idempotency_key"],
+        "requested_at": _json(row["requested_at"]),
+        "accepted_at": _json(row["accepted_at"]),
+        "started_at": _json(row["started_at"]),
+        "finished_at": _json(row["finished_at"]),
+        "links": _links(job_id),
+    }
+
+
+_JOB_COLUMNS = (
+    "job_id, tenant, kind, target, status, current_stage, stages, progress, error, labels, "
+    "idempotency_key, requested_at, accepted_at, started_at, finished_at"
+)
+
+
+async def get_job(request: Request) -> JSONResponse:
+    job_id = parse_job_id(request.path_params["job_id"])
+    pool: asyncpg.Pool = request.app.state.pool
+    row = await pool.fetchrow(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = $1", job_id)
+    if row is None:
+        raise ApiError(404, "JOB_NOT_FOUND", "no such job (yet)", {"job_id": str(job_id)})
+    stages = await pool.fetch(
+        "SELECT * FROM job_stages WHERE job_id = $1 ORDER BY started_at NULLS LAST, stage, attempt",
+        job_id,
+    )
+    view = _job_view(row)
+    view["stages"] = [_stage_view(s) for s in stages]
+    return JSONResponse(view)
+
+
+async def get_stages(request: Request) -> JSONResponse:
+    job_id = parse_job_id(request.path_params["job_id"])
+    pool: asyncpg.Pool = request.app.state.pool
+    rows = await pool.fetch(
+        "SELECT * FROM job_stages WHERE job_id = $1 ORDER BY started_at NULLS LAST, stage, attempt",
+        job_id,
+    )
+    if not rows and await pool.fetchval("SELECT 1 FROM jobs WHERE job_id = $1", job_id) is None:
+        raise ApiError(404, "JOB_NOT_FOUND", "no such job (yet)", {"job_id": str(job_id)})
+    return JSONResponse({"job_id": str(job_id), "stages": [_stage_view(r) for r in rows]})
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "INVALID_QUERY", f"`{name}` must be an integer") from None
+    if not low <= value <= high:
+        raise ApiError(400, "INVALID_QUERY", f"`{name}` must be between {low} and {high}")
+    return value
+
+
+async def list_jobs(request: Request) -> JSONResponse:
+    """Newest first; `status`, `tenant` filters; `limit` and `before` (a requested_at cursor)."""
+    pool: asyncpg.Pool = request.app.state.pool
+    limit = _int_param(request, "limit", 50, 1, 500)
+    clauses: list[str] = []
+    args: list[object] = []
+    status = request.query_params.get("status")
+    if status is not None:
+        if status not in JOB_STATUSES:
+            raise ApiError(400, "INVALID_QUERY", "unknown status", {"known": list(JOB_STATUSES)})
+        args.append(status)
+        clauses.append(f"status = ${len(args)}")
+    tenant = request.query_params.get("tenant")
+    if tenant is not None:
+        args.append(tenant)
+        clauses.append(f"tenant = ${len(args)}")
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    args.append(limit)
+    rows = await pool.fetch(
+        f"SELECT {_JOB_COLUMNS} FROM jobs {where} "
+        f"ORDER BY requested_at DESC NULLS LAST, job_id LIMIT ${len(args)}",
+        *args,
+    )
+    return JSONResponse({"jobs": [_job_view(r) for r in rows]})

@@ -1,0 +1,210 @@
+"""The `stagecast` command: run the stack or one of its parts, submit and watch jobs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from streams.settings import STAGES, Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
+        print("stagecast: invalid settings\n" + "\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from streams.launcher import Launcher
+
+    launcher = Launcher(_settings())
+    try:
+        launcher.start()
+        s = launcher.settings
+        print("stagecast is up")
+        print(f"  API        {launcher.api_url}  (GET /jobs, POST /jobs, /jobs/<id>/events)")
+        print(
+            f"  Kafka      {s.kafka_bootstrap_servers}"
+            + ("  (embedded Tansu)" if launcher.broker else "")
+        )
+        print(f"  Postgres   {s.database_url}" + ("  (embedded)" if launcher.database else ""))
+        print(f"  logs       {launcher.state_dir}/*.log")
+        print("Ctrl-C stops everything.", flush=True)
+        _wait_for_signal()
+    finally:
+        print("stopping...", flush=True)
+        launcher.stop()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streams.app import run_worker
+
+    run_worker(_settings(), dispatcher=not args.no_dispatcher)
+    return 0
+
+
+def cmd_projector(args: argparse.Namespace) -> int:
+    from projections.projector import run_projector
+
+    asyncio.run(run_projector(_settings()))
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from api.app import run_api
+
+    run_api(_settings())
+    return 0
+
+
+def _api_url(args: argparse.Namespace, settings: Settings) -> str:
+    if args.api:
+        return str(args.api)
+    from streams.launcher import running_stack
+
+    info = running_stack(settings.state_dir.resolve())
+    if info is not None:
+        return str(info["api_url"])
+    return f"http://{settings.api_host}:{settings.api_port}"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streams.demo import run_demo
+    from streams.launcher import Launcher, running_stack
+
+    settings = _settings()
+    info = running_stack(settings.state_dir.resolve())
+    if info is not None:
+        print(f"Using the stack already running at {info['api_url']}")
+        return 0 if asyncio.run(run_demo(str(info["api_url"]))) else 1
+    # SIGTERM unwinds like Ctrl-C, so the launcher below stops everything it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    print("Starting the embedded stack (Tansu broker, PostgreSQL, workers, projector, API)...")
+    launcher = Launcher(settings.model_copy(update={"api_port": 0}))
+    try:
+        launcher.start()
+        print(f"Stack is up; API at {launcher.api_url}")
+        ok = asyncio.run(run_demo(launcher.api_url, launcher=launcher))
+    finally:
+        launcher.stop()
+        print("Stack stopped.")
+    return 0 if ok else 1
+
+
+async def _watch(api_url: str, job_id: str, last_event_id: int | None) -> int:
+    from api.client import StagecastClient
+
+    status = 1
+    async with StagecastClient(api_url) as client:
+        async for event in client.events(job_id, last_event_id):
+            data: dict[str, Any] = event.data
+            brief: dict[str, Any] = {
+                k: data[k]
+                for k in ("stage", "status", "percent", "message", "name", "value")
+                if k in data and data[k] not in (None, "")
+            }
+            if data.get("error"):
+                brief["error"] = data["error"]
+            print(f"{event.seq:>8}  {event.type:<16} {json.dumps(brief)}", flush=True)
+            if event.type == "JobFinished" and data.get("status") == "SUCCEEDED":
+                status = 0
+    return status
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from api.client import ApiRequestError, StagecastClient
+
+    settings = _settings()
+    api_url = _api_url(args, settings)
+    dsl = Path(args.file).read_text()
+
+    async def submit() -> int:
+        async with StagecastClient(api_url) as client:
+            try:
+                accepted = await client.submit(
+                    dsl,
+                    stages=args.stages or (),
+                    target=args.target,
+                    idempotency_key=args.idempotency_key,
+                )
+            except ApiRequestError as error:
+                print(json.dumps(error.body, indent=2), file=sys.stderr)
+                return 1
+        print(json.dumps(accepted, indent=2))
+        if args.wait:
+            return await _watch(api_url, accepted["job_id"], None)
+        return 0
+
+    return asyncio.run(submit())
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    settings = _settings()
+    return asyncio.run(_watch(_api_url(args, settings), args.job_id, args.last_event_id))
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="stagecast", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the whole stack (embedded servers unless configured)")
+    worker = sub.add_parser("worker", help="run the dispatcher and the stage agents (faust)")
+    worker.add_argument("--no-dispatcher", action="store_true", help="stage agents only")
+    sub.add_parser("projector", help="run the projector")
+    sub.add_parser("api", help="run the HTTP API")
+    demo = sub.add_parser("demo", help="run the bundled examples end to end")
+    demo.add_argument("--api", help="use the API at this URL")
+    submit = sub.add_parser("submit", help="submit a .neural file")
+    submit.add_argument("file")
+    submit.add_argument("--stages", nargs="*", choices=STAGES, help="extra stages to run")
+    submit.add_argument("--target", default="pytorch", choices=("pytorch", "tensorflow"))
+    submit.add_argument("--idempotency-key")
+    submit.add_argument("--wait", action="store_true", help="follow the job until it finishes")
+    submit.add_argument("--api", help="API base URL (default: the running stack)")
+    watch = sub.add_parser("watch", help="follow a job's events")
+    watch.add_argument("job_id")
+    watch.add_argument("--last-event-id", type=int)
+    watch.add_argument("--api", help="API base URL (default: the running stack)")
+    return top
+
+
+COMMANDS = {
+    "up": cmd_up,
+    "worker": cmd_worker,
+    "projector": cmd_projector,
+    "api": cmd_api,
+    "demo": cmd_demo,
+    "submit": cmd_submit,
+    "watch": cmd_watch,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
