@@ -253,36 +253,24 @@ def _report_unknown(
     diagnostics.report("DSL_UNKNOWN_LAYER", f"unknown layer '{name}'", *span, hint)
 
 
-def check_order(layers: list[PlacedLayer], at: tuple[int, int], diagnostics: Diagnostics) -> None:
-    """Output last and exactly once; Embedding only first. `at` locates a missing Output."""
+def check_order(
+    layers: list[PlacedLayer], all_known: bool, at: tuple[int, int], diagnostics: Diagnostics
+) -> None:
+    """Output last and exactly once; Embedding only first. `at` locates a missing Output.
+
+    A missing Output is only reported when every layer name was known: a misspelt layer may
+    well be the Output, and it has been reported already.
+    """
     outputs = [layer for layer in layers if layer.type == "Output"]
-    if not outputs:
+    if outputs:
+        _check_output(layers, outputs, diagnostics)
+    elif all_known:
         diagnostics.report(
             "DSL_BAD_PARAM",
             "network has no Output layer",
             *at,
             'end the layers with Output(units, activation), e.g. Output(10, "softmax")',
         )
-    elif len(outputs) > 1 or outputs[0].count > 1:
-        extra = outputs[1] if len(outputs) > 1 else outputs[0]
-        diagnostics.report(
-            "DSL_BAD_PARAM",
-            "network has more than one Output layer; there must be exactly one",
-            extra.start,
-            extra.end,
-            "use Dense for the hidden layers",
-        )
-    else:
-        position = layers.index(outputs[0])
-        if position != len(layers) - 1:
-            after = layers[position + 1]
-            diagnostics.report(
-                "DSL_BAD_PARAM",
-                f"Output must be the last layer, but {after.type} comes after it",
-                after.start,
-                after.end,
-                "move Output to the end of the layers",
-            )
     for position, layer in enumerate(layers):
         if layer.type == "Embedding" and (position > 0 or layer.count > 1):
             diagnostics.report(
@@ -292,3 +280,29 @@ def check_order(layers: list[PlacedLayer], at: tuple[int, int], diagnostics: Dia
                 layer.end,
                 "it turns integer token ids into vectors, so it must come first",
             )
+
+
+def _check_output(
+    layers: list[PlacedLayer], outputs: list[PlacedLayer], diagnostics: Diagnostics
+) -> None:
+    """Exactly one Output (counting repeats), and nothing after it."""
+    if len(outputs) > 1 or outputs[0].count > 1:
+        extra = outputs[1] if len(outputs) > 1 else outputs[0]
+        diagnostics.report(
+            "DSL_BAD_PARAM",
+            "network has more than one Output layer; there must be exactly one",
+            extra.start,
+            extra.end,
+            "use Dense for the hidden layers",
+        )
+        return
+    position = layers.index(outputs[0])
+    if position != len(layers) - 1:
+        after = layers[position + 1]
+        diagnostics.report(
+            "DSL_BAD_PARAM",
+            f"Output must be the last layer, but {after.type} comes after it",
+            after.start,
+            after.end,
+            "move Output to the end of the layers",
+        )

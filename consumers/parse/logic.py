@@ -90,7 +90,7 @@ def _network_ir(
         )
     elif network.layers_section is not None and complete:
         layers_span = (network.layers_section.start, network.layers_section.end)
-        check_order(placed, layers_span, diagnostics)
+        check_order(placed, len(placed) == len(network.layers), layers_span, diagnostics)
     output = next((layer.params for layer in reversed(placed) if layer.type == "Output"), None)
     loss = normalise_loss(_single(network.loss), output, diagnostics)
     optimizer = normalise_optimizer(_single(network.optimizer), diagnostics)

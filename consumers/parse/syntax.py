@@ -365,6 +365,8 @@ class Parser:
         closer = _CLOSERS[opening.text]
         items: list[Value] = []
         while not self._punct(closer):
+            if self._peek().kind == "end":
+                self._expect_closer(opening, closer)
             items.append(self._value(depth + 1))
             if not self._punct(","):
                 self._expect_closer(opening, closer)
@@ -378,6 +380,8 @@ class Parser:
         opening = self._advance()
         arguments: list[Argument] = []
         while not self._punct(")"):
+            if self._peek().kind == "end":
+                self._expect_closer(opening, ")")
             token, following = self._peek(), self._peek(1)
             is_named = (
                 token.kind == "name" and following.kind == "punct" and following.text in ("=", ":")
@@ -468,6 +472,7 @@ class Parser:
             return
         where = f"line {opening.line}, column {opening.column}"
         if token.kind == "end":
+            self._end_reported = True  # the enclosing blocks are unclosed for the same reason
             raise Abandon(
                 f"unclosed '{opening.text}': expected '{closer}' before the end of input",
                 opening.start,

@@ -1,4 +1,4 @@
-"""The example models: valid ones parse to schema-valid IR, invalid ones fail as their header says."""
+"""The example models: valid ones parse to valid IR, invalid ones fail as their header says."""
 
 from __future__ import annotations
 
