@@ -108,7 +108,7 @@ class Parser:
                     if network is None:
                         network = found
                     else:
-                        self._unsupported("several networks in one file", token, token)
+                        self._unsupported("several networks in one file", token)
                 elif token.kind == "name" and token.text in ("define", "research"):
                     self._unsupported_block(token, macros)
                 elif network is not None:
@@ -275,7 +275,7 @@ class Parser:
         """`name: { layers }` — named branches of the original language."""
         self._advance()
         self._advance()
-        self._unsupported(f"named branches ('{token.text}: {{ ... }}')", token, token)
+        self._unsupported(f"named branches ('{token.text}: {{ ... }}')", token)
         self._skip_block()
 
     def _layer(self) -> LayerLine:
@@ -296,9 +296,7 @@ class Parser:
                     "remove it: the train stage decides where the model runs",
                 )
             elif self._punct("{"):
-                self._unsupported(
-                    f"nested layer blocks ('{name.text}(...) {{ ... }}')", token, token
-                )
+                self._unsupported(f"nested layer blocks ('{name.text}(...) {{ ... }}')", token)
                 self._skip_block()
             elif self._punct("*") and repeat is None:
                 self._advance()
@@ -310,7 +308,7 @@ class Parser:
         """Report an outside-the-subset block and step over it."""
         self._advance()
         what = UNSUPPORTED_SECTIONS[keyword.text]
-        self._unsupported(what, keyword, keyword)
+        self._unsupported(what, keyword)
         if keyword.text == "define" and self._peek().kind == "name":
             macros.add(self._advance().text)
         while self._peek().kind == "name" and not self._peek().first_on_line:
@@ -541,9 +539,9 @@ class Parser:
     def _syntax(self, message: str, token: Token, hint: str | None = None) -> None:
         self._diagnostics.report("DSL_SYNTAX", message, token.start, token.end, hint)
 
-    def _unsupported(self, what: str, first: Token, last: Token) -> None:
+    def _unsupported(self, what: str, token: Token) -> None:
         self._diagnostics.report(
-            "DSL_UNSUPPORTED", f"outside the supported subset: {what}", first.start, last.end
+            "DSL_UNSUPPORTED", f"outside the supported subset: {what}", token.start, token.end
         )
 
     def _unclosed(self, opening: Token, what: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,12 @@ def test_valid_example_parses_to_schema_valid_ir(path: Path) -> None:
         "layers": len(outcome.output["layers"]),
         "input_shape": outcome.output["input_shape"],
     }
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda path: path.name)
+def test_ir_is_plain_json_that_round_trips(path: Path) -> None:
+    ir = parsed(path.read_text())
+    assert json.loads(json.dumps(ir, allow_nan=False)) == ir
 
 
 def test_digits_cnn_params_are_normalised_with_defaults() -> None:
