@@ -7,6 +7,7 @@ from typing import Any
 
 from consumers.parse.params import (
     REQUIRED,
+    Kind,
     Param,
     SameAs,
     Signature,
@@ -40,7 +41,7 @@ def _dense(name: str) -> Signature:
     return Signature(name, (Param("units", positive_int), _ACTIVATION, _USE_BIAS), positional=2)
 
 
-def _conv(name: str, size: Any, one: object) -> Signature:
+def _conv(name: str, size: Kind, one: object) -> Signature:
     params = (
         Param("filters", positive_int),
         Param("kernel_size", size),
@@ -53,7 +54,7 @@ def _conv(name: str, size: Any, one: object) -> Signature:
     return Signature(name, params, positional=2)
 
 
-def _pooling(name: str, size: Any, two: object) -> Signature:
+def _pooling(name: str, size: Kind, two: object) -> Signature:
     params = (
         Param("pool_size", size, two),
         Param("strides", size, SameAs("pool_size"), none_means_default=True),
@@ -89,7 +90,7 @@ LAYERS: dict[str, Signature] = {
             (Param("momentum", unit_interval, 0.99), Param("epsilon", positive_float, 0.001)),
         ),
         Signature("LayerNormalization", (Param("epsilon", positive_float, 0.001),)),
-        Signature("Activation", (Param("activation", activation, REQUIRED),), positional=1),
+        Signature("Activation", (Param("activation", activation),), positional=1),
         Signature("Reshape", (Param("target_shape", target_shape),), positional=1),
         Signature(
             "Embedding",

@@ -40,18 +40,15 @@ def parse_source(source: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> StageRes
 
 
 def _parse(source: str, max_bytes: int) -> StageResult | StageFailure:
-    encoded = source.encode("utf-8", "surrogatepass") if len(source) <= max_bytes else b""
+    # Every character is at least one byte, so a long text is refused before encoding it.
+    encoded = b"" if len(source) > max_bytes else source.encode("utf-8", "surrogatepass")
     if len(source) > max_bytes or len(encoded) > max_bytes:
-        size = max(len(source), len(encoded))
-        return StageFailure(
-            (
-                Problem(
-                    code="DSL_TOO_LARGE",
-                    message=f"the model source is larger than {max_bytes} bytes (at least {size})",
-                    hint="models in this language are a few kilobytes; check what was sent",
-                ),
-            )
+        too_large = Problem(
+            code="DSL_TOO_LARGE",
+            message=f"the model source is larger than {max_bytes} bytes",
+            hint="models in this language are a few kilobytes; check what was sent",
         )
+        return StageFailure((too_large,))
     diagnostics = Diagnostics(SourceText(source))
     tokens = tokenize(diagnostics)
     if diagnostics.problems:
