@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 import pytest
@@ -168,8 +169,6 @@ def test_numbers_in_every_notation() -> None:
 
 
 def test_two_thousand_layers_parse_quickly() -> None:
-    import time
-
     layers = "\n".join(
         ["    Dense(64, activation='relu')  # hidden"] * 1000 + ["    Dropout(0.1)"] * 999
     )
