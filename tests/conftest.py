@@ -60,3 +60,47 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         yield RunningStack(launcher)
     finally:
         launcher.stop()
+
+
+@dataclass
+class Pipeline:
+    """Worker, projector and API processes running on the shared stack."""
+
+    stack: RunningStack
+
+    @property
+    def launcher(self) -> Launcher:
+        return self.stack.launcher
+
+    @property
+    def settings(self) -> Settings:
+        return self.launcher.settings
+
+    @property
+    def api_url(self) -> str:
+        return self.launcher.api_url
+
+
+WARMUP_DSL = (EXAMPLES / "tiny.neural").read_text()
+
+
+async def _warm_up(api_url: str) -> None:
+    """One job through every stage: the worker has joined its group when it finishes."""
+    from api.client import StagecastClient
+
+    async with StagecastClient(api_url) as client:
+        accepted = await client.submit(WARMUP_DSL)
+        async for event in client.events(accepted["job_id"]):
+            if event.type == "JobFinished":
+                return
+
+
+@pytest.fixture(scope="session")
+def pipeline(stack: RunningStack) -> Iterator[Pipeline]:
+    """The full pipeline as separate processes, warmed up by one job."""
+    launcher = stack.launcher
+    for name in ("worker", "projector", "api"):
+        launcher.spawn(name)
+    launcher.wait_ready(60)
+    asyncio.run(asyncio.wait_for(_warm_up(launcher.api_url), 90))
+    yield Pipeline(stack)
