@@ -164,7 +164,8 @@ PARSE_LEVEL = [path for path in INVALID if _parse_level(path)]
 
 
 def test_most_invalid_examples_are_checked_here() -> None:
-    assert len(PARSE_LEVEL) >= len(INVALID) - 3
+    # bad_params, missing_brace and no_output have tests of their own; shape_too_small is compile's.
+    assert len(PARSE_LEVEL) >= len(INVALID) - 4
 
 
 @pytest.mark.parametrize("path", PARSE_LEVEL, ids=lambda path: path.name)
