@@ -74,13 +74,15 @@ class Launcher:
         return self.settings
 
     def child_env(self) -> dict[str, str]:
+        """The environment of a child: exactly this launcher's settings."""
         env = dict(os.environ)
+        for name, value in self.settings.model_dump().items():
+            if value is None:
+                continue
+            text = ",".join(value) if isinstance(value, tuple) else str(value)
+            env[f"STAGECAST_{name.upper()}"] = text
         env["KAFKA_BOOTSTRAP_SERVERS"] = self.settings.require_kafka()
         env["DATABASE_URL"] = self.settings.require_database()
-        env["STAGECAST_API_PORT"] = str(self.settings.api_port)
-        env["STAGECAST_API_HOST"] = self.settings.api_host
-        env["STAGECAST_TOPIC_PREFIX"] = self.settings.topic_prefix
-        env["STAGECAST_APP_ID"] = self.settings.app_id
         env["STAGECAST_STATE_DIR"] = str(self.state_dir)
         return env
 

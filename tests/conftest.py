@@ -53,6 +53,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         database_url=None,
         state_dir=state,
         api_port=0,
+        sse_heartbeat_s=1.0,
     )
     launcher = Launcher(settings)
     launcher.start_servers()

@@ -1,0 +1,109 @@
+"""Bad HTTP requests get a 4xx with an error code; the API keeps serving."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from tests.conftest import EXAMPLES, Pipeline
+
+pytestmark = pytest.mark.integration
+
+DIGITS = (EXAMPLES / "digits_cnn.neural").read_text()
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error_code"] == code
+    assert body["error"]
+    assert "details" in body
+    assert body["request_id"] == response.headers["x-request-id"]
+
+
+async def test_health_and_ready_answer_when_broker_and_database_do(pipeline: Pipeline) -> None:
+    async with httpx.AsyncClient(base_url=pipeline.api_url) as http:
+        health = await http.get("/health")
+        ready = await http.get("/ready")
+    assert health.status_code == 200
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "code"),
+    [
+        (b"{not json", {"content-type": "application/json"}, 400, "INVALID_JSON"),
+        (b'{"dsl": 5}', {"content-type": "application/json"}, 422, "VALIDATION_FAILED"),
+        (b'{"dsl": "x", "surprise": 1}', {"content-type": "application/json"}, 422,
+         "VALIDATION_FAILED"),
+        (b'{"kind": "MODEL"}', {"content-type": "application/json"}, 422, "INVALID_REQUEST"),
+        (b'{"dsl": "x", "target": "jax"}', {"content-type": "application/json"}, 422,
+         "VALIDATION_FAILED"),
+        (b'{"dsl": "x", "stages": ["deploy"]}', {"content-type": "application/json"}, 422,
+         "UNKNOWN_STAGE"),
+        (b"dsl=x", {"content-type": "application/x-www-form-urlencoded"}, 415,
+         "UNSUPPORTED_MEDIA_TYPE"),
+        (b"[]", {"content-type": "application/json"}, 422, "VALIDATION_FAILED"),
+    ],
+)
+async def test_bad_job_requests_get_4xx_with_an_error_code(
+    pipeline: Pipeline, body: bytes, headers: dict[str, str], status: int, code: str
+) -> None:
+    async with httpx.AsyncClient(base_url=pipeline.api_url) as http:
+        response = await http.post("/jobs", content=body, headers=headers)
+    assert_error(response, status, code)
+
+
+async def test_oversized_bodies_and_dsl_are_refused(pipeline: Pipeline) -> None:
+    async with httpx.AsyncClient(base_url=pipeline.api_url) as http:
+        huge_body = await http.post("/jobs", json={"dsl": "#" * 2_000_000})
+        huge_dsl = await http.post("/jobs", json={"dsl": "#" * 300_000})
+    assert_error(huge_body, 413, "REQUEST_TOO_LARGE")
+    assert_error(huge_dsl, 413, "REQUEST_TOO_LARGE")
+
+
+async def test_bad_job_ids_and_unknown_jobs(pipeline: Pipeline) -> None:
+    async with httpx.AsyncClient(base_url=pipeline.api_url) as http:
+        assert_error(await http.get("/jobs/not-a-uuid"), 400, "INVALID_JOB_ID")
+        assert_error(await http.get(f"/jobs/{uuid.uuid4()}"), 404, "JOB_NOT_FOUND")
+        assert_error(await http.get(f"/jobs/{uuid.uuid4()}/stages"), 404, "JOB_NOT_FOUND")
+        assert_error(await http.get("/jobs/not-a-uuid/events"), 400, "INVALID_JOB_ID")
+        bad_resume = await http.get(
+            f"/jobs/{uuid.uuid4()}/events", headers={"Last-Event-ID": "yesterday"}
+        )
+        assert_error(bad_resume, 400, "INVALID_LAST_EVENT_ID")
+        assert_error(await http.get("/nowhere"), 404, "NOT_FOUND")
+        assert_error(await http.delete("/jobs"), 405, "METHOD_NOT_ALLOWED")
+        assert_error(await http.get("/jobs?limit=0"), 400, "INVALID_QUERY")
+        assert_error(await http.get("/jobs?status=DONE"), 400, "INVALID_QUERY")
+        assert_error(await http.post("/jobs", json={"dsl": DIGITS},
+                                     headers={"X-Tenant": "t" * 101}), 400, "INVALID_TENANT")
+        # After all that, the API still takes a good job.
+        good = await http.post("/jobs", json={"dsl": DIGITS})
+    assert good.status_code == 202
+    assert good.json()["links"]["events"].endswith("/events")
+
+
+async def test_list_jobs_filters_by_status(pipeline: Pipeline) -> None:
+    async with httpx.AsyncClient(base_url=pipeline.api_url) as http:
+        response = await http.get("/jobs", params={"status": "SUCCEEDED", "limit": 5})
+    assert response.status_code == 200
+    jobs = response.json()["jobs"]
+    assert 1 <= len(jobs) <= 5
+    assert {job["status"] for job in jobs} == {"SUCCEEDED"}
+
+
+async def test_idle_feed_sends_heartbeats(pipeline: Pipeline) -> None:
+    """A feed with nothing to say still sends keep-alive comments (interval set for the tests)."""
+    job_id = uuid.uuid4()
+    async with (
+        httpx.AsyncClient(base_url=pipeline.api_url, timeout=10) as http,
+        http.stream("GET", f"/jobs/{job_id}/events") as response,
+    ):
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line.startswith(":"):
+                break
