@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from consumers.codegen.source_layout import Call, call, laid_out, module_text, source
+from consumers.codegen.source_layout import (
+    Call,
+    call,
+    laid_out,
+    layer_comment,
+    module_text,
+    source,
+)
 from consumers.codegen.training_plan import TrainingPlan, training_plan
 
 SAME_NAME = {
@@ -129,12 +136,7 @@ def keras_module(compiled: Mapping[str, Any]) -> str:
     ids = ('dtype="int32"',) if plan.input_is_ids else ()
     entries = [laid_out(Call("keras.Input", ("shape=INPUT_SHAPE", *ids)), 12, ",")]
     for position, layer in enumerate(layers):
-        comment = (
-            f"            # {layer['type']} (line {layer.get('line', '?')}): "
-            f"{source(tuple(layer['input_shape']))} -> {source(tuple(layer['output_shape']))}"
-        )
-        if layer["param_count"]:
-            comment += f", {layer['param_count']:,} parameters"
+        comment = layer_comment(layer, 12)
         last = position == len(layers) - 1
         entries.append([comment, *laid_out(keras_layer(layer, plan, last=last), 12, ",")])
     head = "\n\n".join(
@@ -148,7 +150,7 @@ def keras_module(compiled: Mapping[str, Any]) -> str:
     build = "\n".join(
         [
             "def build_model() -> keras.Sequential:",
-            f'    """{compiled["name"]} as a keras.Sequential: model.layers[i] is layer i."""',
+            '    """The network as a keras.Sequential: model.layers[i] is layer i of the model."""',
             "    return keras.Sequential(",
             "        [",
             *(line for entry in entries for line in entry),

@@ -10,6 +10,7 @@ from consumers.codegen.source_layout import (
     call,
     expanded,
     laid_out,
+    layer_comment,
     module_text,
     source,
 )
@@ -178,7 +179,7 @@ def pytorch_module(compiled: Mapping[str, Any]) -> str:
     build = "\n".join(
         [
             "def build_model() -> nn.Sequential:",
-            f'    """{compiled["name"]} as one nn.Sequential: model[i] is layer i of the model."""',
+            '    """The network as one nn.Sequential: model[i] is layer i of the model."""',
             *expanded("return nn.Sequential", entries, 4),
         ]
     )
@@ -233,12 +234,7 @@ def model_entries(
             for name in ("Permute", "Recurrent", "SameAveragePool")
             if any(module.inline().startswith(name + "(") for module in modules)
         )
-        comment = (
-            f"        # {layer['type']} (line {layer.get('line', '?')}): "
-            f"{source(tuple(layer['input_shape']))} -> {source(tuple(layer['output_shape']))}"
-        )
-        if layer["param_count"]:
-            comment += f", {layer['param_count']:,} parameters"
+        comment = layer_comment(layer, 8)
         if len(modules) == 1:
             entries.append([comment, *laid_out(modules[0], 8, ",")])
         else:

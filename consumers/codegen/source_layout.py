@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 LINE_LENGTH = 100
 
@@ -60,6 +61,16 @@ def expanded(head: str, items: Iterable[Sequence[str]], indent: int, suffix: str
     """A call whose args go one per line with a trailing comma (items are already laid out)."""
     pad = " " * indent
     return [f"{pad}{head}(", *(line for item in items for line in item), f"{pad}){suffix}"]
+
+
+def layer_comment(layer: Mapping[str, Any], indent: int) -> str:
+    """The comment above a layer's code: type, source line, shapes and trainable parameters."""
+    pad = " " * indent
+    where = f"{pad}# {layer['type']} (line {layer.get('line', '?')})"
+    shapes = f"{source(tuple(layer['input_shape']))} -> {source(tuple(layer['output_shape']))}"
+    count = f", {layer['param_count']:,} parameters" if layer["param_count"] else ""
+    full = f"{where}: {shapes}{count}"
+    return full if len(full) <= LINE_LENGTH else where
 
 
 def module_text(blocks: Iterable[str]) -> str:
