@@ -82,6 +82,8 @@ class StagecastClient:
                 await source.response.aread()
                 raise ApiRequestError(source.response.status_code, source.response.json())
             async for sse in source.aiter_sse():
+                if not sse.data:
+                    continue  # a heartbeat: the decoder re-reports the last id with no data
                 yield FeedEvent(int(sse.id), sse.event, json.loads(sse.data))
 
     @staticmethod
