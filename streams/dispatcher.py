@@ -116,6 +116,37 @@ def job_spec(request: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def decide(request: Mapping[str, Any], settings: Settings, source: str) -> list[Outgoing]:
+    """JobAccepted and the first StageCommand, or JobRejected; the same request, the same ids."""
+    job_id, tenant = request["job_id"], request["tenant"]
+    topics = settings.topics
+    plan = plan_job(request, settings)
+    if isinstance(plan, Rejection):
+        rejected = envelope(job_id, tenant, source, event_id_for(job_id, "rejected"))
+        rejected["error"] = error_info(plan.code, plan.message, plan.details)
+        return [Outgoing(topics.events, "JobRejected", rejected)]
+    accepted = envelope(job_id, tenant, source, event_id_for(job_id, "accepted"))
+    accepted.update(
+        kind=request["kind"],
+        target=request.get("target", "pytorch"),
+        stages=list(plan),
+        idempotency_key=request.get("idempotency_key"),
+    )
+    command = envelope(job_id, tenant, source, event_id_for(job_id, "dispatch"))
+    command.update(
+        stage=plan[0],
+        attempt=1,
+        plan=list(plan),
+        spec=json.dumps(job_spec(request)),
+        input="{}",
+        deadline_ms=None,
+    )
+    return [
+        Outgoing(topics.events, "JobAccepted", accepted),
+        Outgoing(topics.stage(plan[0]), "StageCommand", command),
+    ]
+
+
 class Dispatcher:
     """Consumes requests; publishes JobAccepted and the first StageCommand, or JobRejected."""
 
@@ -140,34 +171,5 @@ class Dispatcher:
             )
             return
         # Events first, then the command: the feed must show JobAccepted before any stage starts.
-        for outgoing in self.decide(record):
+        for outgoing in decide(record, self.settings, self.source):
             await self.publisher.publish([outgoing])
-
-    def decide(self, request: Mapping[str, Any]) -> list[Outgoing]:
-        job_id, tenant = request["job_id"], request["tenant"]
-        topics = self.settings.topics
-        plan = plan_job(request, self.settings)
-        if isinstance(plan, Rejection):
-            rejected = envelope(job_id, tenant, self.source, event_id_for(job_id, "rejected"))
-            rejected["error"] = error_info(plan.code, plan.message, plan.details)
-            return [Outgoing(topics.events, "JobRejected", rejected)]
-        accepted = envelope(job_id, tenant, self.source, event_id_for(job_id, "accepted"))
-        accepted.update(
-            kind=request["kind"],
-            target=request.get("target", "pytorch"),
-            stages=list(plan),
-            idempotency_key=request.get("idempotency_key"),
-        )
-        command = envelope(job_id, tenant, self.source, event_id_for(job_id, "dispatch"))
-        command.update(
-            stage=plan[0],
-            attempt=1,
-            plan=list(plan),
-            spec=json.dumps(job_spec(request)),
-            input="{}",
-            deadline_ms=None,
-        )
-        return [
-            Outgoing(topics.events, "JobAccepted", accepted),
-            Outgoing(topics.stage(plan[0]), "StageCommand", command),
-        ]

@@ -37,15 +37,31 @@ async def test_health_and_ready_answer_when_broker_and_database_do(pipeline: Pip
     [
         (b"{not json", {"content-type": "application/json"}, 400, "INVALID_JSON"),
         (b'{"dsl": 5}', {"content-type": "application/json"}, 422, "VALIDATION_FAILED"),
-        (b'{"dsl": "x", "surprise": 1}', {"content-type": "application/json"}, 422,
-         "VALIDATION_FAILED"),
+        (
+            b'{"dsl": "x", "surprise": 1}',
+            {"content-type": "application/json"},
+            422,
+            "VALIDATION_FAILED",
+        ),
         (b'{"kind": "MODEL"}', {"content-type": "application/json"}, 422, "INVALID_REQUEST"),
-        (b'{"dsl": "x", "target": "jax"}', {"content-type": "application/json"}, 422,
-         "VALIDATION_FAILED"),
-        (b'{"dsl": "x", "stages": ["deploy"]}', {"content-type": "application/json"}, 422,
-         "UNKNOWN_STAGE"),
-        (b"dsl=x", {"content-type": "application/x-www-form-urlencoded"}, 415,
-         "UNSUPPORTED_MEDIA_TYPE"),
+        (
+            b'{"dsl": "x", "target": "jax"}',
+            {"content-type": "application/json"},
+            422,
+            "VALIDATION_FAILED",
+        ),
+        (
+            b'{"dsl": "x", "stages": ["deploy"]}',
+            {"content-type": "application/json"},
+            422,
+            "UNKNOWN_STAGE",
+        ),
+        (
+            b"dsl=x",
+            {"content-type": "application/x-www-form-urlencoded"},
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
         (b"[]", {"content-type": "application/json"}, 422, "VALIDATION_FAILED"),
     ],
 )
@@ -79,8 +95,11 @@ async def test_bad_job_ids_and_unknown_jobs(pipeline: Pipeline) -> None:
         assert_error(await http.delete("/jobs"), 405, "METHOD_NOT_ALLOWED")
         assert_error(await http.get("/jobs?limit=0"), 400, "INVALID_QUERY")
         assert_error(await http.get("/jobs?status=DONE"), 400, "INVALID_QUERY")
-        assert_error(await http.post("/jobs", json={"dsl": DIGITS},
-                                     headers={"X-Tenant": "t" * 101}), 400, "INVALID_TENANT")
+        assert_error(
+            await http.post("/jobs", json={"dsl": DIGITS}, headers={"X-Tenant": "t" * 101}),
+            400,
+            "INVALID_TENANT",
+        )
         # After all that, the API still takes a good job.
         good = await http.post("/jobs", json={"dsl": DIGITS})
     assert good.status_code == 202

@@ -123,6 +123,6 @@ def test_up_stops_everything_it_started_on_sigint(tmp_path: Path) -> None:
     finally:
         if up.poll() is None:
             up.kill()
-    gone, alive = psutil.wait_procs(started + descendants, timeout=10)
+    _, alive = psutil.wait_procs(started + descendants, timeout=10)
     assert alive == []
     assert not (state / "stack.json").exists()

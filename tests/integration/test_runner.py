@@ -1,0 +1,108 @@
+"""The stage runner against the real broker: a crashing stage fails its job, not the agent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from schemas.codec import default_codec
+from streams.envelope import Origin, envelope
+from streams.producer import EventPublisher
+from streams.runner import StageCommand, StageReporter, StageRunner
+from streams.stage import Outcome, StageResult
+from tests.conftest import RunningStack
+
+pytestmark = pytest.mark.integration
+
+
+async def crashing(command: StageCommand, reporter: StageReporter) -> Outcome:
+    raise ZeroDivisionError("boom")
+
+
+async def working(command: StageCommand, reporter: StageReporter) -> Outcome:
+    await reporter.progress(50, "half way")
+    return StageResult(output={"seen": command.spec["dsl"]}, summary={"ok": True})
+
+
+def command_bytes(job_id: str, stage: str = "parse", spec: str | None = None) -> bytes:
+    record = envelope(job_id, "acme", "test", str(uuid.uuid4()))
+    record.update(
+        stage=stage,
+        attempt=1,
+        plan=["parse", "compile"],
+        spec=spec if spec is not None else json.dumps({"dsl": "network X {}"}),
+        input="{}",
+        deadline_ms=None,
+    )
+    return default_codec().encode("StageCommand", record)
+
+
+async def read_all(
+    settings: Any, topics: list[str], count: int
+) -> list[tuple[str, dict[str, Any]]]:
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.require_kafka(),
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=10,
+    )
+    await consumer.start()
+    found: list[tuple[str, dict[str, Any]]] = []
+    try:
+        async with asyncio.timeout(20):
+            async for message in consumer:
+                found.append(default_codec().decode(message.value))
+                if len(found) == count:
+                    return found
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_crash_fails_the_job_and_bad_input_is_dead_lettered(stack: RunningStack) -> None:
+    settings = await asyncio.to_thread(stack.isolated)
+    publisher = EventPublisher(settings, default_codec())
+    await publisher.start()
+    try:
+        crash = StageRunner("parse", crashing, publisher, default_codec(), settings)
+        work = StageRunner("parse", working, publisher, default_codec(), settings)
+        crashed_job, good_job = str(uuid.uuid4()), str(uuid.uuid4())
+        topic = settings.topics.stage("parse")
+        await crash.handle(Origin(topic, 0, 1, None, command_bytes(crashed_job)))
+        await crash.handle(Origin(topic, 0, 2, b"k", b"garbage"))
+        await crash.handle(Origin(topic, 0, 3, None, command_bytes(crashed_job, stage="compile")))
+        await crash.handle(Origin(topic, 0, 4, None, command_bytes(crashed_job, spec="[]")))
+        await work.handle(Origin(topic, 0, 5, None, command_bytes(good_job)))
+    finally:
+        await publisher.stop()
+
+    events = await read_all(settings, [settings.topics.events, settings.topics.stage("compile")], 6)
+    by_job: dict[str, list[str]] = {}
+    for event_type, record in events:
+        step = record.get("status") if event_type != "StageCommand" else record["stage"]
+        by_job.setdefault(record["job_id"], []).append(f"{event_type} {step}")
+    assert by_job[crashed_job] == [
+        "StageChanged STARTED",
+        "StageChanged FAILED",
+        "JobFinished FAILED",
+    ]
+    assert sorted(by_job[good_job]) == sorted(
+        ["StageChanged STARTED", "StageChanged SUCCEEDED", "StageCommand compile"]
+    )
+    failed = next(r for t, r in events if t == "StageChanged" and r["status"] == "FAILED")
+    assert failed["error"]["code"] == "STAGE_CRASHED"
+    assert "boom" in failed["error"]["message"]
+
+    letters = await read_all(settings, [settings.topics.deadletter], 3)
+    codes = sorted(record["error_code"] for _, record in letters)
+    assert codes == ["BAD_MARKER", "INVALID", "WRONG_EVENT"]
+    assert {record["source_offset"] for _, record in letters} == {2, 3, 4}
+
+    progress = await read_all(settings, [settings.topics.progress], 1)
+    assert progress[0][0] == "ProgressReported"
+    assert progress[0][1]["percent"] == 50
