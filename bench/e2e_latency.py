@@ -58,8 +58,10 @@ def percentile(values: list[float], q: float) -> float:
 
 async def measure(api_url: str, levels: list[int], jobs: int) -> None:
     await level(api_url, 4, 20)  # warm-up: group joined, connections and caches hot
-    print(f"{'concurrency':>11} {'jobs':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-          f"{'mean ms':>8} {'jobs/s':>8}")
+    print(
+        f"{'concurrency':>11} {'jobs':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'mean ms':>8} {'jobs/s':>8}"
+    )
     for concurrency in levels:
         latencies, wall = await level(api_url, concurrency, jobs)
         ms = [value * 1000 for value in latencies]
@@ -80,8 +82,10 @@ def main() -> None:
         launcher = Launcher(Settings(state_dir=Path(state), api_port=0))
         try:
             launcher.start()
-            print(f"embedded stack up (API {launcher.api_url}); {args.jobs} digits_cnn "
-                  "compile jobs per level\n")
+            print(
+                f"embedded stack up (API {launcher.api_url}); {args.jobs} digits_cnn "
+                "compile jobs per level\n"
+            )
             asyncio.run(measure(launcher.api_url, args.levels, args.jobs))
         finally:
             launcher.stop()

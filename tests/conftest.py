@@ -29,7 +29,7 @@ class RunningStack:
         return self.launcher.settings
 
     def isolated(self, **overrides: object) -> Settings:
-        """Settings with fresh topics and a fresh, migrated database, for tests that need their own."""
+        """Settings with fresh topics and a fresh migrated database, for tests needing their own."""
         name = f"t_{uuid.uuid4().hex[:12]}"
         database = self.launcher.database
         assert database is not None, "isolated() needs the embedded database"

@@ -1,4 +1,4 @@
-"""Codegen stage agent: consumes the checked IR, emits the model's source and stores it as an artifact."""
+"""Codegen stage agent: checked IR in, model source out (also stored as an artifact)."""
 
 from __future__ import annotations
 
