@@ -16,7 +16,7 @@ from consumers.compile.logic import compile_ir
 from streams.stage import StageResult
 
 from .networks import compiled_example, example_sources, networks
-from .test_codegen_pytorch import loaded, sample_inputs, sample_targets
+from .running import loaded, sample_inputs, sample_targets
 
 EXAMPLES = example_sources()
 
@@ -65,6 +65,7 @@ def test_every_example_builds_with_the_compiled_shapes_and_counts(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 @given(ir=networks())
+@pytest.mark.filterwarnings("ignore:You are using a softmax over axis -1")
 def test_random_networks_build_with_the_compiled_shapes_and_counts(
     keras: ModuleType, ir: dict[str, Any]
 ) -> None:
