@@ -15,13 +15,8 @@ from consumers.codegen.source_layout import (
 )
 from consumers.codegen.training_plan import TrainingPlan, training_plan
 
-SAME_NAME = {
-    "Conv1D",
-    "Conv2D",
-    "MaxPooling1D",
-    "AveragePooling1D",
-    "MaxPooling2D",
-    "AveragePooling2D",
+# Layers whose Keras class has the model language's name and needs no more than these params.
+PLAIN = {
     "GlobalAveragePooling1D",
     "GlobalMaxPooling1D",
     "GlobalAveragePooling2D",
@@ -218,7 +213,7 @@ def keras_layer(layer: Mapping[str, Any], plan: TrainingPlan, *, last: bool) -> 
             axis_value(params["pool_size"]),
             **window_options(params, "pool_size"),
         )
-    if kind in SAME_NAME:
+    if kind in PLAIN:
         options = {"return_sequences": True} if params.get("return_sequences") else {}
         units = [params["units"]] if "units" in params else []
         return call(f"keras.layers.{kind}", *units, **options)
