@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
@@ -94,8 +93,9 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return upper
 
-    @cached_property
+    @property
     def topics(self) -> Topics:
+        # Not cached: model_copy() would carry a cached value over to a copy with another prefix.
         return Topics(self.topic_prefix)
 
     def require_kafka(self) -> str:

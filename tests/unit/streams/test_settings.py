@@ -1,0 +1,54 @@
+"""Settings: read from the environment, validated, topics derived from the prefix."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from streams.settings import Settings
+
+
+def test_a_copy_with_another_prefix_names_other_topics() -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.topics.events == "stagecast.events"
+    copy = settings.model_copy(update={"topic_prefix": "other"})
+    assert copy.topics.events == "other.events"
+    assert copy.topics.stage("parse") == "other.stage.parse"
+
+
+def test_environment_sets_stages_and_standard_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STAGECAST_ENABLED_STAGES", "parse, compile")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka:9092")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db/x")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.enabled_stages == ("parse", "compile")
+    assert settings.require_kafka() == "kafka:9092"
+    assert settings.require_database() == "postgresql://db/x"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("STAGECAST_ENABLED_STAGES", "parse,deploy"),
+        ("STAGECAST_PARTITIONS", "0"),
+        ("STAGECAST_LOG_LEVEL", "LOUD"),
+        ("STAGECAST_API_PORT", "99999"),
+    ],
+)
+def test_bad_values_are_refused_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    assert variable.removeprefix("STAGECAST_").lower() in str(caught.value)
+
+
+def test_missing_servers_give_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    with pytest.raises(RuntimeError, match="KAFKA_BOOTSTRAP_SERVERS"):
+        settings.require_kafka()
+    with pytest.raises(RuntimeError, match="DATABASE_URL"):
+        settings.require_database()
