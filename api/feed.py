@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
@@ -23,12 +23,16 @@ log = logging.getLogger(__name__)
 
 
 class FeedNotifier:
-    """One LISTEN connection per API process; wakes every feed when the projector commits."""
+    """One LISTEN connection per API process; wakes the feeds of the jobs a commit touched.
+
+    The projector's payload is `<max seq> <job id> <job id> ...`, or just `<max seq>` when
+    the list would not fit a NOTIFY; then every feed wakes.
+    """
 
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
         self.latest_seq = 0
-        self._changed = asyncio.Condition()
+        self._watchers: dict[uuid.UUID, set[asyncio.Event]] = {}
         self._conn: asyncpg.Connection | None = None
         self._keeper: asyncio.Task[None] | None = None
 
@@ -47,7 +51,7 @@ class FeedNotifier:
             if self._conn is None or self._conn.is_closed():
                 with contextlib.suppress(OSError, asyncpg.PostgresError):
                     await self._connect()
-                    await self._wake(self.latest_seq)
+                    self._wake_all()
 
     async def stop(self) -> None:
         if self._keeper is not None:
@@ -58,26 +62,38 @@ class FeedNotifier:
             await self._conn.close()
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        try:
-            seq = int(str(payload))
-        except ValueError:
+        head, *jobs = str(payload).split()
+        if not head.isdigit():
             return
-        asyncio.get_running_loop().create_task(self._wake(seq))
+        self.latest_seq = max(self.latest_seq, int(head))
+        if not jobs:
+            self._wake_all()
+            return
+        for text in jobs:
+            try:
+                job_id = uuid.UUID(text)
+            except ValueError:
+                continue
+            for event in self._watchers.get(job_id, ()):
+                event.set()
 
-    async def _wake(self, seq: int) -> None:
-        async with self._changed:
-            self.latest_seq = max(self.latest_seq, seq)
-            self._changed.notify_all()
+    def _wake_all(self) -> None:
+        for events in self._watchers.values():
+            for event in events:
+                event.set()
 
-    async def wait_beyond(self, seq: int, within: float) -> None:
-        """Return once something newer than `seq` was committed, or after `within` seconds."""
-        async with self._changed:
-            if self.latest_seq > seq:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self.latest_seq > seq), within
-                )
+    @contextlib.contextmanager
+    def watch(self, job_id: uuid.UUID) -> Iterator[asyncio.Event]:
+        """An event set when a commit touches `job_id`; watch before reading, so none is missed."""
+        event = asyncio.Event()
+        self._watchers.setdefault(job_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            events = self._watchers[job_id]
+            events.discard(event)
+            if not events:
+                del self._watchers[job_id]
 
 
 def parse_last_event_id(request: Request) -> int:
@@ -114,23 +130,24 @@ async def job_feed(
 ) -> AsyncIterator[dict[str, Any]]:
     """Events of one job after `after`, in seq order, until the job's terminal event."""
     while True:
-        # Read the watermark before querying: a commit landing mid-query still wakes us.
-        seen = notifier.latest_seq
-        rows = await pool.fetch(
-            "SELECT seq, type, payload FROM job_events WHERE job_id = $1 AND seq > $2 "
-            "ORDER BY seq LIMIT $3",
-            job_id,
-            after,
-            _PAGE,
-        )
-        for row in rows:
-            after = row["seq"]
-            yield {"id": str(row["seq"]), "event": row["type"], "data": row["payload"]}
-            if row["type"] in TERMINAL_EVENTS:
-                return
-        if len(rows) == _PAGE:
-            continue
-        await notifier.wait_beyond(seen, wait_s)
+        # Watch before reading: a commit landing mid-query still wakes us.
+        with notifier.watch(job_id) as changed:
+            rows = await pool.fetch(
+                "SELECT seq, type, payload FROM job_events WHERE job_id = $1 AND seq > $2 "
+                "ORDER BY seq LIMIT $3",
+                job_id,
+                after,
+                _PAGE,
+            )
+            for row in rows:
+                after = row["seq"]
+                yield {"id": str(row["seq"]), "event": row["type"], "data": row["payload"]}
+                if row["type"] in TERMINAL_EVENTS:
+                    return
+            if len(rows) == _PAGE:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), wait_s)
 
 
 async def job_events(request: Request) -> EventSourceResponse:

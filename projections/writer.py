@@ -255,12 +255,22 @@ ON CONFLICT (projector, topic, partition) DO UPDATE
 SET next_offset = EXCLUDED.next_offset, updated_at = now()
 """
 
-# NOTIFY is queued by the transaction and delivered only when it commits.
+# NOTIFY is queued by the transaction and delivered only when it commits. Its payload is the
+# max seq and the jobs whose feeds changed, so the API wakes only those; when the list would
+# not fit a NOTIFY (8000 bytes) the max seq alone means "every feed".
 FINISH = f"""
-SELECT count(*) FILTER (WHERE fresh) AS fresh, max(seq) AS max_seq,
-       CASE WHEN max(seq) IS NOT NULL
-            THEN pg_notify('{NOTIFY_CHANNEL}', max(seq)::text) END AS notified
-FROM projector_batch
+WITH batch AS (
+    SELECT count(*) FILTER (WHERE fresh) AS fresh, max(seq) AS max_seq,
+           string_agg(DISTINCT job_id::text, ' ') FILTER (WHERE fresh AND seq IS NOT NULL) AS jobs
+    FROM projector_batch
+)
+SELECT fresh, max_seq,
+       CASE WHEN max_seq IS NOT NULL THEN pg_notify(
+           '{NOTIFY_CHANNEL}',
+           CASE WHEN jobs IS NOT NULL AND length(jobs) < 7900 THEN max_seq || ' ' || jobs
+                ELSE max_seq::text END
+       ) END AS notified
+FROM batch
 """
 
 
