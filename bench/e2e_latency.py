@@ -1,7 +1,9 @@
 """End-to-end latency and throughput of compile jobs (parse+compile+codegen) on the embedded stack.
 
 Prints, for each concurrency level, the time from POST /jobs to JobFinished on the job's SSE
-feed (p50/p95/p99) and the sustained jobs/s. One worker process, one projector, one API.
+feed (p50/p95/p99) and the sustained jobs/s: one worker process, one projector, one API, the
+broker, PostgreSQL and this client all share the machine. Then the worker alone: N requests
+produced straight into Kafka, timed until N JobFinished are on the events topic.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
 from api.client import StagecastClient
+from api.jobs import job_requested
+from api.models import JobSubmission
+from schemas.codec import default_codec
 from streams.launcher import Launcher
 from streams.settings import Settings
 
@@ -73,6 +80,44 @@ async def measure(api_url: str, levels: list[int], jobs: int) -> None:
         )
 
 
+async def worker_throughput(settings: Settings, jobs: int) -> None:
+    """Requests produced straight into Kafka; the clock stops at the last JobFinished."""
+    codec = default_codec()
+    values = [
+        codec.encode("JobRequested", job_requested(JobSubmission(dsl=DSL), "bench", "bench"))
+        for _ in range(jobs)
+    ]
+    consumer = AIOKafkaConsumer(
+        settings.topics.events,
+        bootstrap_servers=settings.require_kafka(),
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+    )
+    await consumer.start()
+    await consumer.seek_to_end()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.require_kafka(), linger_ms=5)
+    await producer.start()
+    try:
+        started = time.perf_counter()
+        for value in values:
+            await producer.send(settings.topics.requests, value)
+        await producer.flush()
+        finished = 0
+        while finished < jobs:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for record in records:
+                    event_type, _ = codec.decode(record.value)
+                    finished += event_type == "JobFinished"
+        wall = time.perf_counter() - started
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    print(
+        f"\nworker alone: {jobs} requests produced into Kafka -> {jobs} JobFinished "
+        f"in {wall:.2f}s = {jobs / wall:.1f} jobs/s (one worker process)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=200, help="jobs per concurrency level")
@@ -87,6 +132,7 @@ def main() -> None:
                 "compile jobs per level\n"
             )
             asyncio.run(measure(launcher.api_url, args.levels, args.jobs))
+            asyncio.run(worker_throughput(launcher.settings, args.jobs * 5))
         finally:
             launcher.stop()
 

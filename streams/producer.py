@@ -74,6 +74,12 @@ class EventPublisher:
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
         """Send every item, then wait until the broker has acknowledged all of them."""
+        futures = await self.send(items)
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def send(self, items: Sequence[Outgoing]) -> list[asyncio.Future[Any]]:
+        """Queue every item in order; the futures resolve when the broker acknowledges each."""
         futures = []
         for item in items:
             value = (
@@ -86,8 +92,7 @@ class EventPublisher:
             futures.append(
                 await self.producer.send(item.topic, value=value, key=key, headers=headers)
             )
-        if futures:
-            await asyncio.gather(*futures)
+        return futures
 
     async def ping(self) -> None:
         """Raise unless the broker answers a metadata request."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -153,7 +154,9 @@ class StageRunner:
 
     async def run(self, command: StageCommand) -> None:
         started = time.monotonic()
-        await self.publisher.publish([self._changed(command, "STARTED")])
+        # Not awaited here: it shares a partition and a producer with this stage's later
+        # events, so it stays ahead of them; its delivery is awaited with theirs.
+        in_flight = await self.publisher.send([self._changed(command, "STARTED")])
         reporter = StageReporter(self.publisher, command, self.source)
         try:
             outcome = await self.logic(command, reporter)
@@ -165,9 +168,13 @@ class StageRunner:
             outgoing = self._succeeded(command, outcome, duration_ms)
         else:
             outgoing = self._failed(command, outcome, duration_ms)
-        # Events first, then the next command: its STARTED must follow this stage's SUCCEEDED.
-        for item in outgoing:
-            await self.publisher.publish([item])
+        events_topic = self.settings.topics.events
+        events = [item for item in outgoing if item.topic == events_topic]
+        commands = [item for item in outgoing if item.topic != events_topic]
+        in_flight += await self.publisher.send(events)
+        await asyncio.gather(*in_flight)
+        # Only now the next command: its STARTED must follow this stage's SUCCEEDED.
+        await self.publisher.publish(commands)
 
     def _base(self, command: StageCommand, *id_parts: object) -> dict[str, Any]:
         event_id = event_id_for(command.job_id, command.stage, command.attempt, *id_parts)
