@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import aiokafka
@@ -13,11 +12,10 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from schemas.codec import Codec, default_codec
 from streams.dispatcher import Dispatcher
 from streams.envelope import Origin
+from streams.intake import Intake
 from streams.producer import EventPublisher
 from streams.runner import StageLogic, StageRunner
 from streams.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 def _consumer_thread_for(fetch_max_wait_ms: int) -> type[faust_aiokafka.AIOKafkaConsumerThread]:
@@ -102,29 +100,34 @@ def build_app(
     publisher = EventPublisher(settings, codec)
     app.publisher = publisher
 
-    def add_agent(name: str, topic_name: str, handle: Callable[[Origin], Any]) -> None:
+    def add_agent(name: str, topic_name: str, intake: Intake) -> None:
         topic = app.topic(topic_name, key_type=bytes, value_type=bytes)
 
         async def agent(stream: Any) -> None:
             async for event in stream.events():
                 message = event.message
                 origin = Origin(
-                    message.topic, message.partition, message.offset, message.key, message.value
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    message.key,
+                    message.value or b"",  # a tombstone is dead-lettered like any bad message
                 )
-                await handle(origin)
+                await intake.receive(origin)
 
         app.agent(topic, name=name, concurrency=settings.agent_concurrency)(agent)
 
+    missing = [name for name in settings.enabled_stages if name not in logic]
+    if missing:
+        raise RuntimeError(f"stage(s) {missing} are enabled but not built in this version")
     if dispatcher:
-        add_agent(
-            "dispatcher", settings.topics.requests, Dispatcher(publisher, codec, settings).handle
-        )
+        handler = Dispatcher(publisher, settings).handle
+        intake = Intake("JobRequested", handler, publisher, codec, settings)
+        add_agent("dispatcher", settings.topics.requests, intake)
     for name in settings.enabled_stages:
-        if name not in logic:
-            log.warning("stage %s is enabled but not built; it will not be consumed", name)
-            continue
-        runner = StageRunner(name, logic[name], publisher, codec, settings)
-        add_agent(f"stage-{name}", settings.topics.stage(name), runner.handle)
+        runner = StageRunner(name, logic[name], publisher, settings)
+        intake = Intake("StageCommand", runner.handle, publisher, codec, settings)
+        add_agent(f"stage-{name}", settings.topics.stage(name), intake)
     return app
 
 

@@ -8,8 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.codec import Codec, DecodeError
-from streams.envelope import Origin, dead_letter, envelope, error_info
+from streams.envelope import envelope, error_info
 from streams.producer import EventPublisher, Outgoing, event_id_for
 from streams.settings import STAGES, Settings
 
@@ -150,26 +149,12 @@ def decide(request: Mapping[str, Any], settings: Settings, source: str) -> list[
 class Dispatcher:
     """Consumes requests; publishes JobAccepted and the first StageCommand, or JobRejected."""
 
-    def __init__(self, publisher: EventPublisher, codec: Codec, settings: Settings) -> None:
+    def __init__(self, publisher: EventPublisher, settings: Settings) -> None:
         self.publisher = publisher
-        self.codec = codec
         self.settings = settings
         self.source = f"{settings.source}.dispatcher"
 
-    async def handle(self, origin: Origin) -> None:
-        try:
-            event_type, record = self.codec.decode(origin.value)
-        except DecodeError as error:
-            await self.publisher.publish(
-                [dead_letter(self.settings, origin, error.code, str(error))]
-            )
-            return
-        if event_type != "JobRequested":
-            reason = f"the requests topic takes JobRequested, got {event_type}"
-            await self.publisher.publish(
-                [dead_letter(self.settings, origin, "WRONG_EVENT", reason)]
-            )
-            return
+    async def handle(self, record: Mapping[str, Any]) -> None:
         # Events first, then the command: the feed must show JobAccepted before any stage starts.
         for outgoing in decide(record, self.settings, self.source):
             await self.publisher.publish([outgoing])

@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.codec import Codec, DecodeError
-from streams.envelope import Origin, dead_letter, envelope, error_info
+from streams.envelope import envelope, error_info
+from streams.intake import Refused
 from streams.producer import EventPublisher, Outgoing, event_id_for
-from streams.settings import Settings
+from streams.settings import STAGES, Settings
 from streams.stage import Outcome, Problem, StageFailure, StageResult
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,11 @@ class StageCommand:
         given = json.loads(record["input"])
         if not isinstance(spec, dict) or not isinstance(given, dict):
             raise ValueError("spec and input must be JSON objects")
-        if record["stage"] not in record["plan"]:
-            raise ValueError(f"stage {record['stage']!r} is not in its plan {record['plan']}")
+        plan = list(record["plan"])
+        if record["stage"] not in plan:
+            raise ValueError(f"stage {record['stage']!r} is not in its plan {plan}")
+        if len(set(plan)) != len(plan) or any(name not in STAGES for name in plan):
+            raise ValueError(f"plan {plan} repeats or names unknown stages")
         return cls(
             job_id=record["job_id"],
             tenant=record["tenant"],
@@ -120,36 +123,21 @@ class StageRunner:
         stage: str,
         logic: StageLogic,
         publisher: EventPublisher,
-        codec: Codec,
         settings: Settings,
     ) -> None:
         self.stage = stage
         self.logic = logic
         self.publisher = publisher
-        self.codec = codec
         self.settings = settings
         self.source = f"{settings.source}.stage.{stage}"
 
-    async def handle(self, origin: Origin) -> None:
-        try:
-            event_type, record = self.codec.decode(origin.value)
-        except DecodeError as error:
-            await self.publisher.publish(
-                [dead_letter(self.settings, origin, error.code, str(error))]
-            )
-            return
-        if event_type != "StageCommand" or record["stage"] != self.stage:
-            reason = f"expected a StageCommand for stage {self.stage!r}, got {event_type}"
-            await self.publisher.publish(
-                [dead_letter(self.settings, origin, "WRONG_EVENT", reason)]
-            )
-            return
+    async def handle(self, record: Mapping[str, Any]) -> None:
+        if record["stage"] != self.stage:
+            raise Refused("WRONG_STAGE", f"a {record['stage']!r} command on the {self.stage} topic")
         try:
             command = StageCommand.from_record(record)
         except (ValueError, KeyError) as error:
-            reason = f"malformed StageCommand: {error}"
-            await self.publisher.publish([dead_letter(self.settings, origin, "INVALID", reason)])
-            return
+            raise Refused("INVALID", f"malformed StageCommand: {error}") from None
         await self.run(command)
 
     async def run(self, command: StageCommand) -> None:
@@ -165,13 +153,24 @@ class StageRunner:
             outcome = StageFailure((Problem("STAGE_CRASHED", f"{type(error).__name__}: {error}"),))
         duration_ms = int((time.monotonic() - started) * 1000)
         if isinstance(outcome, StageResult):
-            outgoing = self._succeeded(command, outcome, duration_ms)
-        else:
-            outgoing = self._failed(command, outcome, duration_ms)
+            try:
+                outgoing = self._succeeded(command, outcome, duration_ms)
+                await self._deliver(outgoing, in_flight)
+                return
+            except (TypeError, ValueError) as error:
+                # Output that cannot be serialised or encoded fails the job, visibly.
+                problem = Problem("OUTPUT_INVALID", f"{type(error).__name__}: {error}")
+                outcome = StageFailure((problem,))
+                in_flight = []
+        await self._deliver(self._failed(command, outcome, duration_ms), in_flight)
+
+    async def _deliver(
+        self, outgoing: list[Outgoing], in_flight: list[asyncio.Future[Any]]
+    ) -> None:
         events_topic = self.settings.topics.events
         events = [item for item in outgoing if item.topic == events_topic]
         commands = [item for item in outgoing if item.topic != events_topic]
-        in_flight += await self.publisher.send(events)
+        in_flight = in_flight + await self.publisher.send(events)
         await asyncio.gather(*in_flight)
         # Only now the next command: its STARTED must follow this stage's SUCCEEDED.
         await self.publisher.publish(commands)

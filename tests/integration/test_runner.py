@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer
 
 from schemas.codec import default_codec
 from streams.envelope import Origin, envelope
+from streams.intake import Intake
 from streams.producer import EventPublisher
 from streams.runner import StageCommand, StageReporter, StageRunner
 from streams.stage import Outcome, StageResult
@@ -29,12 +30,27 @@ async def working(command: StageCommand, reporter: StageReporter) -> Outcome:
     return StageResult(output={"seen": command.spec["dsl"]}, summary={"ok": True})
 
 
-def command_bytes(job_id: str, stage: str = "parse", spec: str | None = None) -> bytes:
+def intake_for(runner: StageRunner, publisher: EventPublisher) -> Intake:
+    return Intake("StageCommand", runner.handle, publisher, default_codec(), runner.settings)
+
+
+def accepted_bytes(job_id: str) -> bytes:
+    record = envelope(job_id, "acme", "test", str(uuid.uuid4()))
+    record.update(kind="MODEL", target="pytorch", stages=["parse"], idempotency_key=None)
+    return default_codec().encode("JobAccepted", record)
+
+
+def command_bytes(
+    job_id: str,
+    stage: str = "parse",
+    spec: str | None = None,
+    plan: list[str] | None = None,
+) -> bytes:
     record = envelope(job_id, "acme", "test", str(uuid.uuid4()))
     record.update(
         stage=stage,
         attempt=1,
-        plan=["parse", "compile"],
+        plan=plan or ["parse", "compile"],
         spec=spec if spec is not None else json.dumps({"dsl": "network X {}"}),
         input="{}",
         deadline_ms=None,
@@ -69,15 +85,20 @@ async def test_crash_fails_the_job_and_bad_input_is_dead_lettered(stack: Running
     publisher = EventPublisher(settings, default_codec())
     await publisher.start()
     try:
-        crash = StageRunner("parse", crashing, publisher, default_codec(), settings)
-        work = StageRunner("parse", working, publisher, default_codec(), settings)
+        crash = intake_for(StageRunner("parse", crashing, publisher, settings), publisher)
+        work = intake_for(StageRunner("parse", working, publisher, settings), publisher)
         crashed_job, good_job = str(uuid.uuid4()), str(uuid.uuid4())
         topic = settings.topics.stage("parse")
-        await crash.handle(Origin(topic, 0, 1, None, command_bytes(crashed_job)))
-        await crash.handle(Origin(topic, 0, 2, b"k", b"garbage"))
-        await crash.handle(Origin(topic, 0, 3, None, command_bytes(crashed_job, stage="compile")))
-        await crash.handle(Origin(topic, 0, 4, None, command_bytes(crashed_job, spec="[]")))
-        await work.handle(Origin(topic, 0, 5, None, command_bytes(good_job)))
+        await crash.receive(Origin(topic, 0, 1, None, command_bytes(crashed_job)))
+        await crash.receive(Origin(topic, 0, 2, b"k", b"garbage"))
+        await crash.receive(Origin(topic, 0, 3, None, command_bytes(crashed_job, stage="compile")))
+        await crash.receive(Origin(topic, 0, 4, None, command_bytes(crashed_job, spec="[]")))
+        await crash.receive(Origin(topic, 0, 5, None, b""))
+        await crash.receive(
+            Origin(topic, 0, 6, None, command_bytes(crashed_job, plan=["parse", "parse"]))
+        )
+        await crash.receive(Origin(topic, 0, 7, None, accepted_bytes(crashed_job)))
+        await work.receive(Origin(topic, 0, 8, None, command_bytes(good_job)))
     finally:
         await publisher.stop()
 
@@ -98,11 +119,55 @@ async def test_crash_fails_the_job_and_bad_input_is_dead_lettered(stack: Running
     assert failed["error"]["code"] == "STAGE_CRASHED"
     assert "boom" in failed["error"]["message"]
 
-    letters = await read_all(settings, [settings.topics.deadletter], 3)
-    codes = sorted(record["error_code"] for _, record in letters)
-    assert codes == ["BAD_MARKER", "INVALID", "WRONG_EVENT"]
-    assert {record["source_offset"] for _, record in letters} == {2, 3, 4}
+    letters = await read_all(settings, [settings.topics.deadletter], 6)
+    codes = {record["source_offset"]: record["error_code"] for _, record in letters}
+    assert codes == {
+        2: "BAD_MARKER",
+        3: "WRONG_STAGE",
+        4: "INVALID",
+        5: "TRUNCATED",
+        6: "INVALID",
+        7: "WRONG_EVENT",
+    }
+    assert all(record["reason"] for _, record in letters)
 
     progress = await read_all(settings, [settings.topics.progress], 1)
     assert progress[0][0] == "ProgressReported"
     assert progress[0][1]["percent"] == 50
+
+
+async def unserialisable(command: StageCommand, reporter: StageReporter) -> Outcome:
+    return StageResult(output={"not json": {1, 2}})
+
+
+async def test_unserialisable_output_fails_the_job_and_handler_crashes_are_dead_lettered(
+    stack: RunningStack,
+) -> None:
+    settings = await asyncio.to_thread(stack.isolated)
+    publisher = EventPublisher(settings, default_codec())
+    await publisher.start()
+
+    async def broken_handler(record: Any) -> None:
+        raise RuntimeError("handler bug")
+
+    try:
+        runner = StageRunner("parse", unserialisable, publisher, settings)
+        job = str(uuid.uuid4())
+        topic = settings.topics.stage("parse")
+        await intake_for(runner, publisher).receive(Origin(topic, 1, 10, None, command_bytes(job)))
+        broken = Intake("StageCommand", broken_handler, publisher, default_codec(), settings)
+        await broken.receive(Origin(topic, 1, 11, None, command_bytes(job)))
+    finally:
+        await publisher.stop()
+
+    events = await read_all(settings, [settings.topics.events], 3)
+    assert [(t, r.get("status")) for t, r in events] == [
+        ("StageChanged", "STARTED"),
+        ("StageChanged", "FAILED"),
+        ("JobFinished", "FAILED"),
+    ]
+    assert events[1][1]["error"]["code"] == "OUTPUT_INVALID"
+    letters = await read_all(settings, [settings.topics.deadletter], 1)
+    assert letters[0][1]["error_code"] == "HANDLER_CRASHED"
+    assert "handler bug" in letters[0][1]["reason"]
+    assert letters[0][1]["source_offset"] == 11

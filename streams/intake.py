@@ -1,0 +1,66 @@
+"""Where a consumed message enters an agent: decoded, checked, handled, or dead-lettered."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from schemas.codec import Codec, DecodeError
+from streams.envelope import Origin, dead_letter
+from streams.producer import EventPublisher
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Mapping[str, Any]], Awaitable[None]]
+
+
+class Refused(Exception):
+    """A handler's verdict that a well-formed event cannot be handled: it is dead-lettered."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class Intake:
+    """Feeds one event type to its handler; nothing a message holds can take the agent down."""
+
+    def __init__(
+        self,
+        expected: str,
+        handler: Handler,
+        publisher: EventPublisher,
+        codec: Codec,
+        settings: Settings,
+    ) -> None:
+        self.expected = expected
+        self.handler = handler
+        self.publisher = publisher
+        self.codec = codec
+        self.settings = settings
+
+    async def receive(self, origin: Origin) -> None:
+        try:
+            event_type, record = self.codec.decode(origin.value)
+            if event_type != self.expected:
+                raise Refused("WRONG_EVENT", f"expected {self.expected}, got {event_type}")
+            await self.handler(record)
+        except DecodeError as error:
+            await self._dead_letter(origin, error.code, str(error))
+        except Refused as refusal:
+            await self._dead_letter(origin, refusal.code, str(refusal))
+        except Exception as error:  # one message must never stop the agent
+            log.exception(
+                "handling %s at %s/%d/%d failed",
+                self.expected,
+                origin.topic,
+                origin.partition,
+                origin.offset,
+            )
+            await self._dead_letter(origin, "HANDLER_CRASHED", f"{type(error).__name__}: {error}")
+
+    async def _dead_letter(self, origin: Origin, code: str, reason: str) -> None:
+        await self.publisher.publish([dead_letter(self.settings, origin, code, reason[:500])])
