@@ -25,6 +25,8 @@ __all__ = ["NOTIFY_CHANNEL", "Projector", "ProjectorStats", "run_projector"]
 
 # How long an idle fetch waits before looking at the stop event again.
 _IDLE_POLL_MS = 200
+# Decoding yields to the event loop after this many messages, so a commit in flight goes on.
+_FETCH_CHUNK = 50
 # Connection failures are retried from the stored offsets after this pause.
 _RECONNECT_DELAY_S = 1.0
 
@@ -82,6 +84,8 @@ class Projector:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # The embedded broker holds a fetch for its whole max wait; keep hops short.
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
             client_id=f"{self.settings.app_id}-projector-{self.name}",
         )
         try:
@@ -101,13 +105,34 @@ class Projector:
                 else:
                     await consumer.seek_to_beginning(tp)
             log.info("projector %s consuming %d partitions", self.name, len(partitions))
-            while not stop.is_set():
-                batch = await self._collect(consumer, stop)
-                if len(batch):
-                    self.stats.count(batch, await writer.apply(batch))
+            await self._project(consumer, writer, stop)
         finally:
             await consumer.stop()
             await conn.close()
+
+    async def _project(
+        self, consumer: AIOKafkaConsumer, writer: ProjectionWriter, stop: asyncio.Event
+    ) -> None:
+        """Collect the next batch while the previous one commits, so decoding overlaps SQL."""
+        written = Batch(self.codec)
+        writing: asyncio.Task[Applied] | None = None
+        try:
+            while not stop.is_set():
+                batch = await self._collect(consumer, stop)
+                if writing is not None:
+                    self.stats.count(written, await writing)
+                    writing = None
+                if len(batch):
+                    written, writing = batch, asyncio.create_task(writer.apply(batch))
+            if writing is not None:
+                self.stats.count(written, await writing)
+                writing = None
+        finally:
+            if writing is not None:
+                # Only on failure: the batch was not committed and is read again on resume.
+                writing.cancel()
+                with contextlib.suppress(BaseException):
+                    await writing
 
     async def _hold_lock(self, conn: asyncpg.Connection, stop: asyncio.Event) -> bool:
         """Wait to be the only projector of this name; False if asked to stop first."""
@@ -143,7 +168,7 @@ class Projector:
         return []
 
     async def _collect(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> Batch:
-        """Messages until the batch is full or has lingered long enough since its first one."""
+        """Messages until the batch is full, or nothing more arrives within the linger."""
         size = self.settings.projector_batch
         linger = self.settings.projector_linger_ms / 1000
         loop = asyncio.get_running_loop()
@@ -153,15 +178,20 @@ class Projector:
             if deadline is None:
                 timeout_ms = _IDLE_POLL_MS
             else:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                timeout_ms = max(1, int(remaining * 1000))
-            fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=size - len(batch))
+                # Past the linger, only take what is already fetched; never wait for more.
+                timeout_ms = max(0, int((deadline - loop.time()) * 1000))
+            fetched = await consumer.getmany(
+                timeout_ms=timeout_ms, max_records=min(_FETCH_CHUNK, size - len(batch))
+            )
+            if not fetched:
+                # Also when idle: the empty batch lets the commit in flight be accounted for.
+                break
             for tp, messages in fetched.items():
                 for message in messages:
                     batch.add(tp.topic, tp.partition, message.offset, message.value)
-            if deadline is None and len(batch):
+            # getmany returns without suspending when data is buffered: let the commit progress.
+            await asyncio.sleep(0)
+            if deadline is None:
                 deadline = loop.time() + linger
         return batch
 
