@@ -10,11 +10,14 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from streams.settings import STAGES, Settings
+
+if TYPE_CHECKING:
+    from streams.launcher import Launcher
 
 
 def _settings() -> Settings:
@@ -26,19 +29,29 @@ def _settings() -> Settings:
         raise SystemExit(2) from None
 
 
-def _wait_for_signal() -> None:
+def _supervise(launcher: Launcher) -> None:
+    """Until SIGINT/SIGTERM: restart any process of the stack that dies, and say so."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    while not stop.wait(1.0):
+        for name, code in launcher.revive():
+            print(
+                f"{name} exited with {code}; restarted (log: {launcher.state_dir}/{name}.log)",
+                flush=True,
+            )
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from streams.launcher import Launcher
+    from streams.launcher import Launcher, StackBusy
 
     launcher = Launcher(_settings())
     try:
-        launcher.start()
+        try:
+            launcher.start()
+        except StackBusy as busy:
+            print(f"stagecast: {busy}", file=sys.stderr)
+            return 1
         s = launcher.settings
         print("stagecast is up")
         print(f"  API        {launcher.api_url}  (GET /jobs, POST /jobs, /jobs/<id>/events)")
@@ -49,7 +62,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"  Postgres   {s.database_url}" + ("  (embedded)" if launcher.database else ""))
         print(f"  logs       {launcher.state_dir}/*.log")
         print("Ctrl-C stops everything.", flush=True)
-        _wait_for_signal()
+        _supervise(launcher)
     finally:
         print("stopping...", flush=True)
         launcher.stop()
@@ -90,7 +103,7 @@ def _api_url(args: argparse.Namespace, settings: Settings) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from streams.demo import run_demo
-    from streams.launcher import Launcher, running_stack
+    from streams.launcher import Launcher, StackBusy, running_stack
 
     settings = _settings()
     info = running_stack(settings.state_dir.resolve())
@@ -102,7 +115,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("Starting the embedded stack (Tansu broker, PostgreSQL, workers, projector, API)...")
     launcher = Launcher(settings.model_copy(update={"api_port": 0}))
     try:
-        launcher.start()
+        try:
+            launcher.start()
+        except StackBusy as busy:
+            print(f"stagecast: {busy}; is it still starting?", file=sys.stderr)
+            return 1
         print(f"Stack is up; API at {launcher.api_url}")
         ok = asyncio.run(run_demo(launcher.api_url, launcher=launcher))
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -29,6 +31,10 @@ from streams.topics import ensure_topics
 PROCESSES = ("worker", "projector", "api")
 
 
+class StackBusy(RuntimeError):
+    """Another launcher owns this state directory."""
+
+
 async def prepare(settings: Settings) -> None:
     """Topics created and migrations applied: what every process expects to find."""
     await ensure_topics(settings)
@@ -44,6 +50,7 @@ class Launcher:
     database: EmbeddedDatabase | None = None
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api_url: str = ""
+    _lock: IO[bytes] | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -56,6 +63,7 @@ class Launcher:
     def start_servers(self) -> Settings:
         """Start the embedded servers that are not configured externally; return the settings."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._hold_state_dir()
         updates: dict[str, object] = {}
         if not self.settings.kafka_bootstrap_servers:
             self.broker = EmbeddedBroker(self.state_dir / "broker.log")
@@ -72,6 +80,16 @@ class Launcher:
         asyncio.run(prepare(self.settings))
         self.api_url = f"http://{self.settings.api_host}:{self.settings.api_port}"
         return self.settings
+
+    def _hold_state_dir(self) -> None:
+        """One launcher per state directory: a second one would fight over the database files."""
+        lock = (self.state_dir / "launcher.lock").open("ab")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise StackBusy(f"another stagecast is running from {self.state_dir}") from None
+        self._lock = lock
 
     def child_env(self) -> dict[str, str]:
         """The environment of a child: exactly this launcher's settings."""
@@ -137,13 +155,18 @@ class Launcher:
         }
         self.stack_file.write_text(json.dumps(info, indent=2))
 
-    def pids(self) -> list[int]:
-        """Every process this launcher started."""
-        found = [proc.pid for proc in self.children.values()]
-        for server in (self.broker, self.database):
-            if server is not None and server.pid is not None:
-                found.append(server.pid)
-        return found
+    def revive(self) -> list[tuple[str, int]]:
+        """Restart every process that died; return (name, exit code) of each."""
+        dead = [
+            (name, proc.returncode)
+            for name, proc in self.children.items()
+            if proc.poll() is not None
+        ]
+        for name, _ in dead:
+            self.spawn(name)
+        if dead:
+            self.write_stack_file()
+        return dead
 
     def stop(self) -> None:
         """Stop the processes, then the servers; nothing it started is left running."""
@@ -156,7 +179,10 @@ class Launcher:
             self.database.stop()
         if self.broker is not None:
             self.broker.stop()
-        self.stack_file.unlink(missing_ok=True)
+        if self._lock is not None:
+            self.stack_file.unlink(missing_ok=True)
+            self._lock.close()
+            self._lock = None
 
 
 def running_stack(state_dir: Path) -> dict[str, object] | None:

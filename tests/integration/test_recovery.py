@@ -92,7 +92,9 @@ async def test_projector_killed_mid_flight_every_job_finishes_once(pipeline: Pip
     await _crash_mid_flight(pipeline, "projector")
 
 
-def test_up_stops_everything_it_started_on_sigint(tmp_path: Path) -> None:
+def test_up_restarts_dead_processes_refuses_a_second_up_and_stops_everything_on_sigint(
+    tmp_path: Path,
+) -> None:
     state = tmp_path / "up"
     env = {
         key: value
@@ -112,6 +114,26 @@ def test_up_stops_everything_it_started_on_sigint(tmp_path: Path) -> None:
         while not (state / "stack.json").exists():
             assert up.poll() is None, up.stdout.read() if up.stdout else ""
             assert time.monotonic() < deadline, "stagecast up did not come up"
+            time.sleep(0.2)
+        info = json.loads((state / "stack.json").read_text())
+
+        second = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "up"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1
+        assert "another stagecast is running" in second.stderr
+        assert json.loads((state / "stack.json").read_text()) == info
+
+        os.kill(info["pids"]["worker"], signal.SIGKILL)
+        while (
+            json.loads((state / "stack.json").read_text())["pids"]["worker"]
+            == info["pids"]["worker"]
+        ):
+            assert time.monotonic() < deadline, "the dead worker was not restarted"
             time.sleep(0.2)
         info = json.loads((state / "stack.json").read_text())
         pids = [pid for pid in info["pids"].values() if pid]
