@@ -29,6 +29,11 @@ from streams.stack import (
 from streams.topics import ensure_topics
 
 PROCESSES = ("worker", "projector", "api")
+# Tansu answers JoinGroup after half the session timeout (faust's 60 s default means 30 s
+# joins) and can hold a multi-partition fetch for its whole max wait (~750 ms a hop measured
+# with faust's 1.5 s).
+EMBEDDED_SESSION_TIMEOUT_S = 6.0
+EMBEDDED_FETCH_MAX_WAIT_MS = 10
 
 
 class StackBusy(RuntimeError):
@@ -69,6 +74,11 @@ class Launcher:
             self.broker = EmbeddedBroker(self.state_dir / "broker.log")
             self.broker.start()
             updates["kafka_bootstrap_servers"] = self.broker.bootstrap_servers
+            given = self.settings.model_fields_set
+            if "session_timeout_s" not in given:
+                updates["session_timeout_s"] = EMBEDDED_SESSION_TIMEOUT_S
+            if "fetch_max_wait_ms" not in given:
+                updates["fetch_max_wait_ms"] = EMBEDDED_FETCH_MAX_WAIT_MS
         if not self.settings.database_url:
             self.database = EmbeddedDatabase(self.state_dir / "pg")
             self.database.start()

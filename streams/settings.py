@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 STAGES = ("parse", "compile", "codegen", "execute", "train")
@@ -50,13 +50,15 @@ class Settings(BaseSettings):
     topic_prefix: str = "stagecast"
     partitions: int = Field(default=4, ge=1, le=1024)
     stage_partitions: int = Field(default=4, ge=1, le=1024)
-    app_id: str = "stagecast"
+    # The consumer group; defaults to the topic prefix, so two stacks sharing a cluster
+    # never share a group.
+    app_id: str = ""
     source: str = "stagecast"
     default_tenant: str = "default"
-    # The embedded broker answers JoinGroup after half the session timeout: keep it short there.
-    session_timeout_s: float = Field(default=6.0, gt=0)
-    # The embedded broker can hold a multi-partition fetch for its whole max wait: keep it short.
-    fetch_max_wait_ms: int = Field(default=10, ge=1, le=60_000)
+    # Kafka's own defaults; the launcher shortens both for the embedded broker, which answers
+    # JoinGroup after half the session timeout and may hold a fetch for its whole max wait.
+    session_timeout_s: float = Field(default=45.0, gt=0)
+    fetch_max_wait_ms: int = Field(default=500, ge=1, le=60_000)
     producer_linger_ms: int = Field(default=0, ge=0, le=1_000)
     agent_concurrency: int = Field(default=4, ge=1, le=256)
     api_host: str = "127.0.0.1"
@@ -84,6 +86,12 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown stage(s) {unknown}; known: {list(STAGES)}")
         return value
+
+    @model_validator(mode="after")
+    def _group_from_prefix(self) -> Settings:
+        if not self.app_id:
+            object.__setattr__(self, "app_id", self.topic_prefix)
+        return self
 
     @field_validator("log_level")
     @classmethod

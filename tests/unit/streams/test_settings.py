@@ -52,3 +52,12 @@ def test_missing_servers_give_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
         settings.require_kafka()
     with pytest.raises(RuntimeError, match="DATABASE_URL"):
         settings.require_database()
+
+
+def test_real_cluster_defaults_are_kafkas_and_the_group_follows_the_prefix() -> None:
+    settings = Settings(_env_file=None, topic_prefix="team-a")  # type: ignore[call-arg]
+    assert settings.session_timeout_s == 45.0
+    assert settings.fetch_max_wait_ms == 500
+    assert settings.app_id == "team-a"
+    named = Settings(_env_file=None, topic_prefix="team-a", app_id="g")  # type: ignore[call-arg]
+    assert named.app_id == "g"
