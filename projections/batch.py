@@ -8,12 +8,12 @@ import logging
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from schemas.codec import Codec, DecodeError
 
-# The staging table's columns, in the order of every row tuple (see writer.STAGING_TABLE).
+# The fields of the `staged_event` type (migrations/002), in the order of every row tuple.
 STAGED_COLUMNS = (
     "ord",
     "event_id",
@@ -50,7 +50,6 @@ STAGED_COLUMNS = (
 
 StagedRow = tuple[Any, ...]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A JSON "\u0000" escape that is not itself an escaped backslash followed by "u0000".
 _NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
@@ -64,9 +63,9 @@ class MalformedEvent(ValueError):
 def jsonb_text(value: Any) -> str:
     """JSON text that PostgreSQL accepts as jsonb: no NUL, NaN, Infinity or lone surrogates."""
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, default=_bytes_as_base64)
+        text = _STRICT_JSON.encode(value)
     except ValueError:
-        text = json.dumps(_finite(value), ensure_ascii=False, default=_bytes_as_base64)
+        text = _STRICT_JSON.encode(_finite(value))
     if "\\u0000" in text:
         # jsonb refuses NUL characters; U+FFFD keeps the place of the one that was there.
         text = _NUL_ESCAPE.sub(r"\1\\ufffd", text)
@@ -79,6 +78,10 @@ def _bytes_as_base64(value: Any) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return base64.b64encode(bytes(value)).decode("ascii")
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+# Built once: json.dumps with options builds a new encoder per call, which doubles its cost.
+_STRICT_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_bytes_as_base64)
 
 
 def _finite(value: Any) -> Any:
@@ -115,6 +118,18 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _jsonb_of_text(text: str) -> str:
+    """jsonb text for a field that carries JSON text: as sent when PostgreSQL will take it."""
+    if "\\u" not in text:
+        try:
+            json.loads(text, parse_constant=_refuse_constant)
+        except ValueError:
+            return jsonb_text(text)
+        # Strict JSON without escapes holds no NUL or lone surrogate: no need to rewrite it.
+        return text
+    return jsonb_text(_json_document(text))
+
+
 def _error(error: dict[str, Any] | None) -> str | None:
     if error is None:
         return None
@@ -125,8 +140,8 @@ def _occurred_at(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value
     try:
-        return _EPOCH + timedelta(milliseconds=int(value))
-    except OverflowError:
+        return datetime.fromtimestamp(value / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
         raise MalformedEvent(f"occurred_at {value!r} is out of range") from None
 
 
@@ -161,7 +176,7 @@ def staged_row(
         error = _error(get("error"))
     elif event_type == "StageChanged":
         status, duration_ms = get("status"), get("duration_ms")
-        summary = jsonb_text(_json_document(get("summary")))
+        summary = _jsonb_of_text(get("summary") or "{}")
         error = _error(get("error"))
     elif event_type == "JobFinished":
         status, duration_ms, error = get("status"), get("duration_ms"), _error(get("error"))
