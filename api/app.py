@@ -10,10 +10,10 @@ import asyncpg
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from api.errors import (
     ApiError,
@@ -24,7 +24,7 @@ from api.errors import (
     on_unexpected,
 )
 from api.feed import FeedNotifier, job_events
-from api.jobs import get_job, get_stages, list_jobs, submit_job
+from api.jobs import get_job, get_stages, jobs_collection
 from schemas.codec import default_codec
 from streams.producer import EventPublisher
 from streams.settings import Settings
@@ -43,7 +43,7 @@ async def ready(request: Request) -> JSONResponse:
     try:
         await asyncio.wait_for(state.pool.fetchval("SELECT 1"), _CHECK_TIMEOUT_S)
         checks["database"] = "ok"
-    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+    except Exception as error:  # any database failure means "not ready", never a 500
         checks["database"] = f"unavailable: {type(error).__name__}"
     try:
         await asyncio.wait_for(state.publisher.ping(), _CHECK_TIMEOUT_S)
@@ -55,7 +55,7 @@ async def ready(request: Request) -> JSONResponse:
     return error_response(request, 503, "NOT_READY", "not ready", checks)
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings) -> ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.settings = settings
@@ -76,15 +76,13 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/health", health),
         Route("/ready", ready),
-        Route("/jobs", submit_job, methods=["POST"]),
-        Route("/jobs", list_jobs, methods=["GET"]),
+        Route("/jobs", jobs_collection, methods=["GET", "POST"]),
         Route("/jobs/{job_id}", get_job),
         Route("/jobs/{job_id}/stages", get_stages),
         Route("/jobs/{job_id}/events", job_events),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
-        middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers={
             ApiError: on_api_error,
             HTTPException: on_http_exception,
@@ -92,6 +90,8 @@ def create_app(settings: Settings) -> Starlette:
         },
         lifespan=lifespan,
     )
+    # Outermost, so that even a 500 from Starlette's error middleware carries the request id.
+    return RequestIdMiddleware(app)
 
 
 def run_api(settings: Settings) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -9,6 +10,10 @@ from typing import Any
 
 import httpx
 from httpx_sse import aconnect_sse
+
+TERMINAL_EVENTS = frozenset({"JobFinished", "JobRejected"})
+# Heartbeats arrive every 15 s by default: a minute of silence means the connection is dead.
+FEED_READ_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,25 +75,59 @@ class StagecastClient:
         return self._checked(await self._http.get(f"/jobs/{job_id}"))
 
     async def events(
-        self, job_id: str, last_event_id: int | None = None
+        self, job_id: str, last_event_id: int | None = None, *, reconnects: int = 5
     ) -> AsyncIterator[FeedEvent]:
-        """The job's feed from after `last_event_id` until its terminal event."""
-        headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
-        timeout = httpx.Timeout(30.0, read=None)
-        async with aconnect_sse(
-            self._http, "GET", f"/jobs/{job_id}/events", headers=headers, timeout=timeout
-        ) as source:
-            if source.response.status_code != 200:
-                await source.response.aread()
-                raise ApiRequestError(source.response.status_code, source.response.json())
-            async for sse in source.aiter_sse():
-                if not sse.data:
-                    continue  # a heartbeat: the decoder re-reports the last id with no data
-                yield FeedEvent(int(sse.id), sse.event, json.loads(sse.data))
+        """The job's feed after `last_event_id` until its terminal event.
+
+        Like a browser's EventSource, a dropped connection is resumed with Last-Event-ID
+        (up to `reconnects` times in a row), so no event is lost or repeated.
+        """
+        last = last_event_id
+        failures = 0
+        while True:
+            headers = {"Last-Event-ID": str(last)} if last is not None else {}
+            try:
+                async with aconnect_sse(
+                    self._http,
+                    "GET",
+                    f"/jobs/{job_id}/events",
+                    headers=headers,
+                    timeout=httpx.Timeout(30.0, read=FEED_READ_TIMEOUT_S),
+                ) as source:
+                    status = source.response.status_code
+                    if status == 204:
+                        return
+                    if status != 200:
+                        await source.response.aread()
+                        raise ApiRequestError(status, _error_body(source.response))
+                    async for sse in source.aiter_sse():
+                        if not sse.data:
+                            continue  # a heartbeat: the decoder re-reports the last id
+                        event = FeedEvent(int(sse.id), sse.event, json.loads(sse.data))
+                        last, failures = event.seq, 0
+                        yield event
+                        if event.type in TERMINAL_EVENTS:
+                            return
+            except httpx.TransportError:
+                failures += 1
+                if failures > reconnects:
+                    raise
+                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
 
     @staticmethod
     def _checked(response: httpx.Response) -> dict[str, Any]:
-        body: dict[str, Any] = response.json()
         if response.status_code >= 400:
-            raise ApiRequestError(response.status_code, body)
+            raise ApiRequestError(response.status_code, _error_body(response))
+        body: dict[str, Any] = response.json()
         return body
+
+
+def _error_body(response: httpx.Response) -> dict[str, Any]:
+    """The API's error body, or one made up from a response that is not ours (a proxy's)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        return body
+    return {"error": response.text[:200], "error_code": f"HTTP_{response.status_code}"}

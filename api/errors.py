@@ -56,7 +56,9 @@ async def on_api_error(request: Request, exc: Exception) -> Response:
 async def on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, f"HTTP_{exc.status_code}")
-    return error_response(request, exc.status_code, code, str(exc.detail))
+    response = error_response(request, exc.status_code, code, str(exc.detail))
+    response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+    return response
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:

@@ -12,12 +12,17 @@ from typing import Any
 import asyncpg
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
+from starlette.responses import Response
 
 from api.errors import ApiError
 
 NOTIFY_CHANNEL = "stagecast_events"
 TERMINAL_EVENTS = frozenset({"JobFinished", "JobRejected"})
 _PAGE = 500
+_MAX_SEQ = 2**63 - 1
+# How often a feed re-reads without a NOTIFY: a safety net while LISTEN works, polling when not.
+_RECHECK_LISTENING_S = 15.0
+_RECHECK_POLLING_S = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -31,27 +36,40 @@ class FeedNotifier:
 
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
-        self.latest_seq = 0
         self._watchers: dict[uuid.UUID, set[asyncio.Event]] = {}
         self._conn: asyncpg.Connection | None = None
         self._keeper: asyncio.Task[None] | None = None
+
+    @property
+    def listening(self) -> bool:
+        """True while NOTIFYs arrive; feeds poll faster when they may not."""
+        return self._conn is not None and not self._conn.is_closed()
 
     async def start(self) -> None:
         await self._connect()
         self._keeper = asyncio.create_task(self._keep_listening())
 
     async def _connect(self) -> None:
-        self._conn = await asyncpg.connect(self.database_url)
-        await self._conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
 
     async def _keep_listening(self) -> None:
         """Reconnect when the LISTEN connection drops; feeds fall back to polling meanwhile."""
         while True:
             await asyncio.sleep(1.0)
-            if self._conn is None or self._conn.is_closed():
-                with contextlib.suppress(OSError, asyncpg.PostgresError):
-                    await self._connect()
-                    self._wake_all()
+            if self.listening:
+                continue
+            try:
+                await self._connect()
+            except Exception as error:  # the database may be down for a while: keep trying
+                log.warning("LISTEN connection failed (%s); feeds are polling", error)
+                continue
+            self._wake_all()
 
     async def stop(self) -> None:
         if self._keeper is not None:
@@ -62,10 +80,9 @@ class FeedNotifier:
             await self._conn.close()
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        head, *jobs = str(payload).split()
+        head, *jobs = str(payload).split() or [""]
         if not head.isdigit():
             return
-        self.latest_seq = max(self.latest_seq, int(head))
         if not jobs:
             self._wake_all()
             return
@@ -98,18 +115,14 @@ class FeedNotifier:
 
 def parse_last_event_id(request: Request) -> int:
     raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-    try:
-        value = int(raw)
-    except ValueError:
+    if not raw.isdigit() or int(raw) > _MAX_SEQ:
         raise ApiError(
             400,
             "INVALID_LAST_EVENT_ID",
-            "Last-Event-ID must be an integer seq",
+            "Last-Event-ID must be a seq: an integer from 0 to 2^63-1",
             {"given": raw[:64]},
-        ) from None
-    if value < 0:
-        raise ApiError(400, "INVALID_LAST_EVENT_ID", "Last-Event-ID must not be negative")
-    return value
+        )
+    return int(raw)
 
 
 def parse_job_id(raw: str) -> uuid.UUID:
@@ -126,7 +139,6 @@ async def job_feed(
     notifier: FeedNotifier,
     job_id: uuid.UUID,
     after: int,
-    wait_s: float,
 ) -> AsyncIterator[dict[str, Any]]:
     """Events of one job after `after`, in seq order, until the job's terminal event."""
     while True:
@@ -146,16 +158,24 @@ async def job_feed(
                     return
             if len(rows) == _PAGE:
                 continue
+            recheck = _RECHECK_LISTENING_S if notifier.listening else _RECHECK_POLLING_S
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), wait_s)
+                await asyncio.wait_for(changed.wait(), recheck)
 
 
-async def job_events(request: Request) -> EventSourceResponse:
+async def job_events(request: Request) -> Response:
     job_id = parse_job_id(request.path_params["job_id"])
     after = parse_last_event_id(request)
     state = request.app.state
-    # The wait doubles as a poll interval, so a lost NOTIFY costs at most one interval.
-    events = job_feed(state.pool, state.notifier, job_id, after, wait_s=1.0)
+    ended_at = await state.pool.fetchval(
+        "SELECT max(seq) FROM job_events WHERE job_id = $1 AND type = ANY($2::text[])",
+        job_id,
+        list(TERMINAL_EVENTS),
+    )
+    if ended_at is not None and ended_at <= after:
+        # Nothing will follow: 204 tells an EventSource to stop reconnecting.
+        return Response(status_code=204)
+    events = job_feed(state.pool, state.notifier, job_id, after)
     return EventSourceResponse(
         events, ping=state.settings.sse_heartbeat_s, headers={"Cache-Control": "no-store"}
     )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -21,6 +23,7 @@ from streams.producer import EventPublisher, Outgoing, event_id_for
 from streams.settings import Settings
 
 TENANT_HEADER = "x-tenant"
+PUBLISH_TIMEOUT_S = 10.0
 JOB_STATUSES = ("QUEUED", "ACCEPTED", "RUNNING", "SUCCEEDED", "FAILED", "REJECTED", "CANCELLED")
 
 
@@ -130,7 +133,18 @@ async def submit_job(request: Request) -> JSONResponse:
                 "links": _links(job_id),
             }
             return JSONResponse(body, status_code=200)
-    await publisher.publish([Outgoing(settings.topics.requests, "JobRequested", record)])
+    try:
+        await asyncio.wait_for(
+            publisher.publish([Outgoing(settings.topics.requests, "JobRequested", record)]),
+            PUBLISH_TIMEOUT_S,
+        )
+    except (TimeoutError, KafkaError) as error:
+        raise ApiError(
+            503,
+            "BROKER_UNAVAILABLE",
+            "the job could not be queued; retry (with the same idempotency key)",
+            {"reason": type(error).__name__},
+        ) from None
     body = {"job_id": job_id, "status": "QUEUED", "stages": list(plan), "links": _links(job_id)}
     return JSONResponse(body, status_code=202, headers={"Location": f"/jobs/{job_id}"})
 
@@ -217,7 +231,7 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
 
 
 async def list_jobs(request: Request) -> JSONResponse:
-    """Newest first; `status`, `tenant` filters; `limit` and `before` (a requested_at cursor)."""
+    """Newest first; `status`, `tenant` filters; `limit`; `cursor` from the previous page."""
     pool: asyncpg.Pool = request.app.state.pool
     limit = _int_param(request, "limit", 50, 1, 500)
     clauses: list[str] = []
@@ -232,11 +246,37 @@ async def list_jobs(request: Request) -> JSONResponse:
     if tenant is not None:
         args.append(tenant)
         clauses.append(f"tenant = ${len(args)}")
+    cursor = request.query_params.get("cursor")
+    if cursor is not None:
+        args.extend(_parse_cursor(cursor))
+        clauses.append(f"({_SORT_KEY}, job_id) < (${len(args) - 1}, ${len(args)})")
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     args.append(limit)
     rows = await pool.fetch(
-        f"SELECT {_JOB_COLUMNS} FROM jobs {where} "
-        f"ORDER BY requested_at DESC NULLS LAST, job_id LIMIT ${len(args)}",
+        f"SELECT {_JOB_COLUMNS}, {_SORT_KEY} AS sort_key FROM jobs {where} "
+        f"ORDER BY {_SORT_KEY} DESC, job_id DESC LIMIT ${len(args)}",
         *args,
     )
-    return JSONResponse({"jobs": [_job_view(r) for r in rows]})
+    body: dict[str, Any] = {"jobs": [_job_view(r) for r in rows]}
+    if len(rows) == limit:
+        last = rows[-1]
+        body["next_cursor"] = f"{last['sort_key'].isoformat()}|{last['job_id']}"
+    return JSONResponse(body)
+
+
+_SORT_KEY = "COALESCE(requested_at, accepted_at, '-infinity'::timestamptz)"
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        moment, job_id = cursor.split("|")
+        return datetime.fromisoformat(moment), uuid.UUID(job_id)
+    except ValueError:
+        raise ApiError(400, "INVALID_QUERY", "`cursor` must be a next_cursor value") from None
+
+
+async def jobs_collection(request: Request) -> JSONResponse:
+    """/jobs: POST submits, GET lists (one route, so a 405 names both methods)."""
+    if request.method == "POST":
+        return await submit_job(request)
+    return await list_jobs(request)

@@ -7,6 +7,7 @@ import uuid
 import httpx
 import pytest
 
+from api.client import StagecastClient
 from tests.conftest import EXAMPLES, Pipeline
 
 pytestmark = pytest.mark.integration
@@ -91,8 +92,15 @@ async def test_bad_job_ids_and_unknown_jobs(pipeline: Pipeline) -> None:
             f"/jobs/{uuid.uuid4()}/events", headers={"Last-Event-ID": "yesterday"}
         )
         assert_error(bad_resume, 400, "INVALID_LAST_EVENT_ID")
+        too_far = await http.get(
+            f"/jobs/{uuid.uuid4()}/events", headers={"Last-Event-ID": str(2**63)}
+        )
+        assert_error(too_far, 400, "INVALID_LAST_EVENT_ID")
+        assert_error(await http.get("/jobs?cursor=yesterday"), 400, "INVALID_QUERY")
         assert_error(await http.get("/nowhere"), 404, "NOT_FOUND")
-        assert_error(await http.delete("/jobs"), 405, "METHOD_NOT_ALLOWED")
+        not_allowed = await http.delete("/jobs")
+        assert_error(not_allowed, 405, "METHOD_NOT_ALLOWED")
+        assert {"GET", "POST"} <= set(not_allowed.headers["allow"].replace(" ", "").split(","))
         assert_error(await http.get("/jobs?limit=0"), 400, "INVALID_QUERY")
         assert_error(await http.get("/jobs?status=DONE"), 400, "INVALID_QUERY")
         assert_error(
@@ -126,3 +134,33 @@ async def test_idle_feed_sends_heartbeats(pipeline: Pipeline) -> None:
         async for line in response.aiter_lines():
             if line.startswith(":"):
                 break
+
+
+async def test_list_jobs_pages_with_a_cursor_without_overlap(pipeline: Pipeline) -> None:
+    async with StagecastClient(pipeline.api_url) as client:
+        for _ in range(4):
+            accepted = await client.submit(DIGITS)
+            _ = [event async for event in client.events(accepted["job_id"])]
+    async with httpx.AsyncClient(base_url=pipeline.api_url) as http:
+        first = (await http.get("/jobs", params={"limit": 2})).json()
+        second = (
+            await http.get("/jobs", params={"limit": 2, "cursor": first["next_cursor"]})
+        ).json()
+        everything = (await http.get("/jobs", params={"limit": 4})).json()
+    seen = [job["job_id"] for job in first["jobs"] + second["jobs"]]
+    assert len(seen) == len(set(seen)) == 4
+    assert seen == [job["job_id"] for job in everything["jobs"]]
+
+
+async def test_resuming_a_finished_feed_after_its_last_event_is_no_content(
+    pipeline: Pipeline,
+) -> None:
+    async with StagecastClient(pipeline.api_url) as client:
+        accepted = await client.submit(DIGITS)
+        events = [event async for event in client.events(accepted["job_id"])]
+    last = max(e.seq for e in events if e.type == "JobFinished")
+    async with httpx.AsyncClient(base_url=pipeline.api_url) as http:
+        response = await http.get(
+            f"/jobs/{accepted['job_id']}/events", headers={"Last-Event-ID": str(last)}
+        )
+    assert response.status_code == 204
