@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from datetime import datetime
@@ -89,9 +90,48 @@ def job_requested(submission: JobSubmission, tenant: str, source: str) -> dict[s
     return record
 
 
-def _same_request(row: asyncpg.Record, record: dict[str, Any]) -> bool:
-    spec = _jsonb(row["spec"]) or {}
-    return bool(spec.get("dsl") == record["dsl"] and spec.get("code") == record["code"])
+async def _reserve_key(
+    pool: asyncpg.Pool, tenant: str, key: str, job_id: str, submission: JobSubmission
+) -> JSONResponse | None:
+    """Reserve `key` for this request; for a retry, the answer to give instead of queuing."""
+    digest = hashlib.sha256(
+        json.dumps(submission.model_dump(mode="json"), sort_keys=True).encode()
+    ).hexdigest()
+    reserved = await pool.fetchrow(
+        "INSERT INTO idempotency_keys (tenant, idempotency_key, job_id, request_sha256) "
+        "VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, idempotency_key) DO NOTHING "
+        "RETURNING job_id",
+        tenant,
+        key,
+        uuid.UUID(job_id),
+        digest,
+    )
+    if reserved is not None:
+        return None
+    first = await pool.fetchrow(
+        "SELECT k.request_sha256, j.status FROM idempotency_keys k "
+        "LEFT JOIN jobs j ON j.job_id = k.job_id "
+        "WHERE k.tenant = $1 AND k.idempotency_key = $2",
+        tenant,
+        key,
+    )
+    if first is None:
+        # Freed by a request whose publish failed between our insert and this read: retry.
+        raise ApiError(409, "IDEMPOTENCY_IN_FLIGHT", "retry: this key's first request failed")
+    if first["request_sha256"] != digest:
+        raise ApiError(
+            409,
+            "IDEMPOTENCY_CONFLICT",
+            "this idempotency key was used for a different request",
+            {"job_id": job_id},
+        )
+    body = {
+        "job_id": job_id,
+        "status": first["status"] or "QUEUED",
+        "duplicate": True,
+        "links": _links(job_id),
+    }
+    return JSONResponse(body, status_code=200)
 
 
 async def submit_job(request: Request) -> JSONResponse:
@@ -114,31 +154,24 @@ async def submit_job(request: Request) -> JSONResponse:
         status = 413 if plan.code == "REQUEST_TOO_LARGE" else 422
         raise ApiError(status, plan.code, plan.message, plan.details)
     job_id = record["job_id"]
-    if submission.idempotency_key:
-        existing = await state.pool.fetchrow(
-            "SELECT job_id, status, spec FROM jobs WHERE job_id = $1", uuid.UUID(job_id)
-        )
-        if existing is not None:
-            if existing["spec"] is not None and not _same_request(existing, record):
-                raise ApiError(
-                    409,
-                    "IDEMPOTENCY_CONFLICT",
-                    "this idempotency key was used for a different request",
-                    {"job_id": job_id},
-                )
-            body = {
-                "job_id": job_id,
-                "status": existing["status"],
-                "duplicate": True,
-                "links": _links(job_id),
-            }
-            return JSONResponse(body, status_code=200)
+    key = submission.idempotency_key
+    if key is not None:
+        duplicate = await _reserve_key(state.pool, tenant, key, job_id, submission)
+        if duplicate is not None:
+            return duplicate
     try:
         await asyncio.wait_for(
             publisher.publish([Outgoing(settings.topics.requests, "JobRequested", record)]),
             PUBLISH_TIMEOUT_S,
         )
     except (TimeoutError, KafkaError) as error:
+        if key is not None:
+            # Not queued: free the key so that the client's retry queues the job.
+            await state.pool.execute(
+                "DELETE FROM idempotency_keys WHERE tenant = $1 AND idempotency_key = $2",
+                tenant,
+                key,
+            )
         raise ApiError(
             503,
             "BROKER_UNAVAILABLE",
