@@ -47,9 +47,10 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("DATABASE_URL", "STAGECAST_DATABASE_URL")
     )
     state_dir: Path = Path(".stagecast")
-    topic_prefix: str = "stagecast"
+    topic_prefix: str = Field(default="stagecast", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     partitions: int = Field(default=4, ge=1, le=1024)
     stage_partitions: int = Field(default=4, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1, le=16)
     # The consumer group; defaults to the topic prefix, so two stacks sharing a cluster
     # never share a group.
     app_id: str = ""

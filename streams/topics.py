@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Sequence
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -21,6 +22,18 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
     return counts
 
 
+def creation_failures(topic_errors: Sequence[Sequence[Any]]) -> list[str]:
+    """The topics a CreateTopics response refused, with why (an existing topic is no failure)."""
+    failed = []
+    for topic, error_code, *rest in topic_errors:
+        # Another process may create a topic between our list and our create.
+        if error_code in (0, TopicAlreadyExistsError.errno):
+            continue
+        message = rest[0] if rest and rest[0] else f"error code {error_code}"
+        failed.append(f"{topic}: {message}")
+    return failed
+
+
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create the missing topics; return the names created now."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.require_kafka())
@@ -28,14 +41,16 @@ async def ensure_topics(settings: Settings) -> list[str]:
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(name, partitions, 1)
+            NewTopic(name, partitions, settings.replication_factor)
             for name, partitions in topic_partitions(settings).items()
             if name not in existing
         ]
-        if wanted:
-            # Another process may create them between our list and our create.
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(wanted)
+        if not wanted:
+            return []
+        response = await admin.create_topics(wanted)
+        failed = creation_failures(response.topic_errors)
+        if failed:
+            raise RuntimeError(f"could not create topics: {'; '.join(failed)}")
         return [topic.name for topic in wanted]
     finally:
         await admin.close()
