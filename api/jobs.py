@@ -182,6 +182,15 @@ async def submit_job(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=202, headers={"Location": f"/jobs/{job_id}"})
 
 
+async def _stages(pool: asyncpg.Pool, job_id: uuid.UUID) -> list[dict[str, Any]]:
+    """A job's stage attempts in the order they ran."""
+    rows = await pool.fetch(
+        "SELECT * FROM job_stages WHERE job_id = $1 ORDER BY started_at NULLS LAST, stage, attempt",
+        job_id,
+    )
+    return [_stage_view(row) for row in rows]
+
+
 def _stage_view(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "stage": row["stage"],
@@ -229,25 +238,18 @@ async def get_job(request: Request) -> JSONResponse:
     row = await pool.fetchrow(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = $1", job_id)
     if row is None:
         raise ApiError(404, "JOB_NOT_FOUND", "no such job (yet)", {"job_id": str(job_id)})
-    stages = await pool.fetch(
-        "SELECT * FROM job_stages WHERE job_id = $1 ORDER BY started_at NULLS LAST, stage, attempt",
-        job_id,
-    )
     view = _job_view(row)
-    view["stages"] = [_stage_view(s) for s in stages]
+    view["stages"] = await _stages(pool, job_id)
     return JSONResponse(view)
 
 
 async def get_stages(request: Request) -> JSONResponse:
     job_id = parse_job_id(request.path_params["job_id"])
     pool: asyncpg.Pool = request.app.state.pool
-    rows = await pool.fetch(
-        "SELECT * FROM job_stages WHERE job_id = $1 ORDER BY started_at NULLS LAST, stage, attempt",
-        job_id,
-    )
-    if not rows and await pool.fetchval("SELECT 1 FROM jobs WHERE job_id = $1", job_id) is None:
+    stages = await _stages(pool, job_id)
+    if not stages and await pool.fetchval("SELECT 1 FROM jobs WHERE job_id = $1", job_id) is None:
         raise ApiError(404, "JOB_NOT_FOUND", "no such job (yet)", {"job_id": str(job_id)})
-    return JSONResponse({"job_id": str(job_id), "stages": [_stage_view(r) for r in rows]})
+    return JSONResponse({"job_id": str(job_id), "stages": stages})
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:

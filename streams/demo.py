@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -14,6 +15,7 @@ from api.client import ApiRequestError, StagecastClient
 from streams.launcher import Launcher
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+JOB_TIMEOUT_S = 120.0
 _EXPECT = re.compile(r"#\s*expect:(?P<text>.*)")
 
 
@@ -82,6 +84,16 @@ def bundled_jobs(examples: Path = EXAMPLES) -> list[DemoJob]:
             )
         )
     return jobs
+
+
+async def follow_safely(client: StagecastClient, job: DemoJob, echo: bool) -> None:
+    """One job, bounded in time; whatever goes wrong shows in its row of the summary."""
+    try:
+        async with asyncio.timeout(JOB_TIMEOUT_S):
+            await follow(client, job, echo)
+    except Exception as error:
+        job.outcome = f"ERROR {type(error).__name__}"
+        job.detail = str(error)[:70]
 
 
 async def follow(client: StagecastClient, job: DemoJob, echo: bool) -> None:
@@ -153,15 +165,21 @@ async def run_demo(api_url: str, echo: bool = True, launcher: Launcher | None = 
     jobs = bundled_jobs()
     print(f"Submitting {len(jobs)} jobs to {api_url} and following each over SSE:\n")
     async with StagecastClient(api_url) as client:
-        work: asyncio.Future[Any] = asyncio.gather(*(follow(client, job, echo) for job in jobs))
+        work: asyncio.Future[Any] = asyncio.gather(
+            *(follow_safely(client, job, echo) for job in jobs)
+        )
         if launcher is None:
             await work
         else:
             guard: asyncio.Future[Any] = asyncio.ensure_future(_watch_children(launcher))
             done, _ = await asyncio.wait({work, guard}, return_when=asyncio.FIRST_COMPLETED)
-            guard.cancel()
             if guard in done:
                 work.cancel()
-                guard.result()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+                guard.result()  # raises: which process died, and where its log is
+            guard.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await guard
     print_summary(jobs)
     return all(job.as_expected for job in jobs)

@@ -27,10 +27,6 @@ def event_id_for(*parts: object) -> str:
     return str(uuid.uuid5(EVENT_NAMESPACE, "/".join(str(part) for part in parts)))
 
 
-def new_event_id() -> str:
-    return str(uuid.uuid4())
-
-
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     """One event to publish: where, which type, and the record (common fields included)."""
