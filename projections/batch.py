@@ -190,7 +190,8 @@ def staged_row(
         size_bytes, sha256, content = get("size_bytes"), get("sha256"), get("content")
     row = (
         ord_,
-        str(record["event_id"]),
+        # Lower case, so the batch's own duplicate check agrees with the uuid column's.
+        str(record["event_id"]).lower(),
         str(record["job_id"]) or None,
         event_type,
         record["tenant"],

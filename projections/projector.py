@@ -78,7 +78,6 @@ class Projector:
 
     async def _session(self, stop: asyncio.Event) -> None:
         """One database connection and one consumer, positioned at the stored offsets."""
-        conn = await asyncpg.connect(self.settings.require_database())
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.require_kafka(),
             group_id=None,
@@ -88,6 +87,7 @@ class Projector:
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
             client_id=f"{self.settings.app_id}-projector-{self.name}",
         )
+        conn = await asyncpg.connect(self.settings.require_database())
         try:
             if not await self._hold_lock(conn, stop):
                 return
