@@ -30,6 +30,16 @@ _FETCH_CHUNK = 50
 # Connection failures are retried from the stored offsets after this pause.
 _RECONNECT_DELAY_S = 1.0
 
+# What a restarted, unreachable or terminated database looks like (ConnectionError included,
+# an OSError); anything else is a bug and stops the projector.
+_DATABASE_LOST = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.CrashShutdownError,
+)
+
 log = logging.getLogger(__name__)
 
 
@@ -69,7 +79,7 @@ class Projector:
         while not stop.is_set():
             try:
                 await self._session(stop)
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            except _DATABASE_LOST as exc:
                 if stop.is_set():
                     break
                 log.warning("projector %s lost the database (%s); resuming", self.name, exc)
@@ -87,7 +97,10 @@ class Projector:
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
             client_id=f"{self.settings.app_id}-projector-{self.name}",
         )
-        conn = await asyncpg.connect(self.settings.require_database())
+        conn = await asyncpg.connect(
+            self.settings.require_database(),
+            server_settings={"application_name": f"stagecast-projector-{self.name}"},
+        )
         try:
             if not await self._hold_lock(conn, stop):
                 return
@@ -106,6 +119,11 @@ class Projector:
                     await consumer.seek_to_beginning(tp)
             log.info("projector %s consuming %d partitions", self.name, len(partitions))
             await self._project(consumer, writer, stop)
+        except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+            # A connection the server dropped while idle surfaces as a client-side error.
+            if conn.is_closed():
+                raise ConnectionError("the database closed the connection") from exc
+            raise
         finally:
             await consumer.stop()
             await conn.close()

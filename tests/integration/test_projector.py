@@ -400,6 +400,33 @@ async def test_resumes_from_stored_offsets_after_a_restart(
     assert [row["status"] for row in statuses] == ["SUCCEEDED", "SUCCEEDED"]
 
 
+async def test_resumes_when_its_database_connection_is_terminated(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    jobs = [str(uuid.uuid4()), str(uuid.uuid4())]
+    histories = [outgoing(settings, successful_job(job_id)) for job_id in jobs]
+    before = [item for history in histories for item in history[:8]]
+    after = [item for history in histories for item in history[8:]]
+    await publish(settings, before)
+    async with running(settings) as projector:
+        await consumed(projector, len(before))
+        terminated = await db.fetchval(
+            "SELECT bool_and(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'stagecast-projector-main' AND datname = current_database()"
+        )
+        assert terminated
+        await publish(settings, after)
+
+        async def all_projected() -> bool:
+            count = await db.fetchval("SELECT count(*) FROM job_events")
+            return bool(count == len(before) + len(after) - 2)
+
+        await eventually(all_projected)
+    statuses = await db.fetch("SELECT status FROM jobs")
+    assert [row["status"] for row in statuses] == ["SUCCEEDED", "SUCCEEDED"]
+    assert sum((await end_offsets(db)).values()) == len(before) + len(after)
+
+
 async def test_terminal_status_never_regresses_when_events_arrive_out_of_order(
     settings: Settings, db: asyncpg.Connection
 ) -> None:
