@@ -146,9 +146,9 @@ def _occurred_at(value: Any) -> datetime:
 
 
 def staged_row(
-    ord_: int, topic: str, partition: int, offset: int, event_type: str, record: dict[str, Any]
+    position: int, topic: str, partition: int, offset: int, event_type: str, record: dict[str, Any]
 ) -> StagedRow:
-    """One decoded event as a staging row; MalformedEvent when it cannot be stored."""
+    """One decoded event as the staging row at `position`; MalformedEvent if unstorable."""
     shown = record
     if event_type == "ArtifactStored" and record.get("content") is not None:
         # Inline content stays in `artifacts`; the feed carries its size and hash, not the bytes.
@@ -189,7 +189,7 @@ def staged_row(
         name, media_type, uri = get("name"), get("media_type"), get("uri")
         size_bytes, sha256, content = get("size_bytes"), get("sha256"), get("content")
     row = (
-        ord_,
+        position,
         # Lower case, so the batch's own duplicate check agrees with the uuid column's.
         str(record["event_id"]).lower(),
         str(record["job_id"]) or None,
@@ -199,7 +199,8 @@ def staged_row(
         get("attempt"),
         status,
         _occurred_at(record["occurred_at"]),
-        payload,
+        # A request is not in the feed; its big texts travel once, in `spec`.
+        None if event_type == "JobRequested" else payload,
         topic,
         partition,
         offset,
@@ -233,12 +234,12 @@ class Batch:
     """Messages consumed since the last commit: their staged rows and how far each partition got."""
 
     codec: Codec
-    rows: list[StagedRow] = field(default_factory=list)
-    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    messages: int = 0
-    undecodable: int = 0
-    repeated: int = 0
-    _event_ids: set[str] = field(default_factory=set)
+    rows: list[StagedRow] = field(default_factory=list, init=False)
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
+    messages: int = field(default=0, init=False)
+    undecodable: int = field(default=0, init=False)
+    repeated: int = field(default=0, init=False)
+    _event_ids: set[str] = field(default_factory=set, init=False, repr=False)
 
     def __len__(self) -> int:
         return self.messages
