@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -99,6 +100,12 @@ def build_app(
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     publisher = EventPublisher(settings, codec)
     app.publisher = publisher
+
+    @app.on_partitions_assigned.connect
+    def _joined(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # The launcher waits for this before it calls the stack ready.
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        settings.worker_ready_file(os.getpid()).touch()
 
     def add_agent(name: str, topic_name: str, intake: Intake) -> None:
         topic = app.topic(topic_name, key_type=bytes, value_type=bytes)

@@ -137,20 +137,27 @@ class Launcher:
         self.write_stack_file()
 
     def wait_ready(self, timeout: float) -> None:
-        """Block until the API says the broker and the database answer."""
+        """Block until the API says the broker and the database answer and the worker joined."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for name, proc in self.children.items():
                 if proc.poll() is not None:
                     log = self.state_dir / f"{name}.log"
                     raise RuntimeError(f"{name} exited with {proc.returncode}; see {log}")
-            try:
-                if httpx.get(f"{self.api_url}/ready", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+            if self._api_ready() and self._worker_joined():
+                return
             time.sleep(0.1)
-        raise TimeoutError(f"the API at {self.api_url} was not ready within {timeout:.0f}s")
+        raise TimeoutError(f"the stack at {self.api_url} was not ready within {timeout:.0f}s")
+
+    def _api_ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.api_url}/ready", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _worker_joined(self) -> bool:
+        worker = self.children.get("worker")
+        return worker is None or self.settings.worker_ready_file(worker.pid).exists()
 
     def write_stack_file(self) -> None:
         pids: dict[str, int | None] = {name: proc.pid for name, proc in self.children.items()}

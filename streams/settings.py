@@ -107,6 +107,10 @@ class Settings(BaseSettings):
         # Not cached: model_copy() would carry a cached value over to a copy with another prefix.
         return Topics(self.topic_prefix)
 
+    def worker_ready_file(self, pid: int) -> Path:
+        """Touched by a worker once its consumer group has given it partitions."""
+        return self.state_dir / f"worker-{pid}.ready"
+
     def require_kafka(self) -> str:
         """The bootstrap servers, or a clear error when the process has none."""
         if not self.kafka_bootstrap_servers:
