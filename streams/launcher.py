@@ -192,6 +192,7 @@ class Launcher:
                 proc.send_signal(signal.SIGTERM)
         for proc in self.children.values():
             stop_process(proc, signal.SIGTERM, timeout=15.0)
+            self.settings.worker_ready_file(proc.pid).unlink(missing_ok=True)
         if self.database is not None:
             self.database.stop()
         if self.broker is not None:
