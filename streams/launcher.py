@@ -180,6 +180,7 @@ class Launcher:
             if proc.poll() is not None
         ]
         for name, _ in dead:
+            self.settings.worker_ready_file(self.children[name].pid).unlink(missing_ok=True)
             self.spawn(name)
         if dead:
             self.write_stack_file()
