@@ -490,6 +490,27 @@ async def test_a_late_progress_report_does_not_reopen_a_finished_stage(
     )
 
 
+async def test_a_reused_idempotency_key_does_not_stall_the_projector(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    first, same_batch, later = (str(uuid.uuid4()) for _ in range(3))
+    await publish(
+        settings,
+        outgoing(settings, [requested(first, 0, key="once"), requested(same_batch, 1, key="once")]),
+    )
+    async with running(settings) as projector:
+        await consumed(projector, 2)
+        await publish(settings, outgoing(settings, [requested(later, 2, key="once")]))
+        await consumed(projector, 3)
+
+    keys = await db.fetch("SELECT job_id, idempotency_key FROM jobs")
+    # One job keeps the key (which one is up to partition order); the others come without it.
+    assert {str(row["job_id"]) for row in keys} == {first, same_batch, later}
+    assert sorted(str(row["idempotency_key"]) for row in keys) == ["None", "None", "once"]
+    holder = next(str(row["job_id"]) for row in keys if row["idempotency_key"])
+    assert holder != later
+
+
 async def test_undecodable_messages_are_counted_and_skipped(
     settings: Settings, db: asyncpg.Connection
 ) -> None:
