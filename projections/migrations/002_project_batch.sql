@@ -118,7 +118,8 @@ BEGIN
     ),
     keyed AS (
         -- A key another job of the tenant already holds is not stored again: the unique index
-        -- would refuse the row and stall the projector. The dispatcher answers duplicates.
+        -- would refuse the row and stall the projector. (The API reserves keys before it queues
+        -- a job; only a producer writing straight to Kafka can reuse one.)
         SELECT d.*,
             CASE
                 WHEN d.idempotency_key IS NULL THEN NULL
