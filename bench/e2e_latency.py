@@ -2,7 +2,7 @@
 
 Prints, for each concurrency level, the time from POST /jobs to JobFinished on the job's SSE
 feed (p50/p95/p99) and the sustained jobs/s: one worker process, one projector, one API, the
-broker, PostgreSQL and this client all share the machine. Then the worker alone: N requests
+broker, PostgreSQL and this client all share the machine. First, the worker alone: N requests
 produced straight into Kafka, timed until N JobFinished are on the events topic.
 """
 
@@ -131,8 +131,8 @@ def main() -> None:
                 f"embedded stack up (API {launcher.api_url}); {args.jobs} digits_cnn "
                 "compile jobs per level\n"
             )
-            asyncio.run(measure(launcher.api_url, args.levels, args.jobs))
             asyncio.run(worker_throughput(launcher.settings, args.jobs * 5))
+            asyncio.run(measure(launcher.api_url, args.levels, args.jobs))
         finally:
             launcher.stop()
 

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(default=45.0, gt=0)
     fetch_max_wait_ms: int = Field(default=500, ge=1, le=60_000)
     producer_linger_ms: int = Field(default=0, ge=0, le=1_000)
-    agent_concurrency: int = Field(default=4, ge=1, le=256)
+    agent_concurrency: int = Field(default=8, ge=1, le=256)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8787, ge=0, le=65535)
     sse_heartbeat_s: float = Field(default=15.0, gt=0)
