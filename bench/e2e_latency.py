@@ -64,7 +64,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def measure(api_url: str, levels: list[int], jobs: int) -> None:
-    await level(api_url, 4, 20)  # warm-up: group joined, connections and caches hot
+    await level(api_url, 4, 20)  # warm-up: connections and caches hot
+    print()
     print(
         f"{'concurrency':>11} {'jobs':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
         f"{'mean ms':>8} {'jobs/s':>8}"
@@ -113,7 +114,7 @@ async def worker_throughput(settings: Settings, jobs: int) -> None:
         await producer.stop()
         await consumer.stop()
     print(
-        f"\nworker alone: {jobs} requests produced into Kafka -> {jobs} JobFinished "
+        f"worker alone: {jobs} requests produced into Kafka -> {jobs} JobFinished "
         f"in {wall:.2f}s = {jobs / wall:.1f} jobs/s (one worker process)"
     )
 
