@@ -148,3 +148,28 @@ def test_up_restarts_dead_processes_refuses_a_second_up_and_stops_everything_on_
     _, alive = psutil.wait_procs(started + descendants, timeout=10)
     assert alive == []
     assert not (state / "stack.json").exists()
+
+
+def test_configured_servers_are_used_instead_of_embedded_ones(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    from streams.launcher import Launcher
+    from streams.settings import Settings
+
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        kafka_bootstrap_servers=pipeline.settings.kafka_bootstrap_servers,
+        database_url=pipeline.settings.database_url,
+        state_dir=tmp_path,
+        api_port=0,
+    )
+    launcher = Launcher(settings)
+    try:
+        chosen = launcher.start_servers()
+    finally:
+        launcher.stop()
+    assert launcher.broker is None and launcher.database is None
+    assert chosen.kafka_bootstrap_servers == pipeline.settings.kafka_bootstrap_servers
+    assert chosen.database_url == pipeline.settings.database_url
+    assert chosen.session_timeout_s == 45.0  # a real cluster keeps Kafka's defaults
+    assert not (tmp_path / "pg").exists()
