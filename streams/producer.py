@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -53,7 +54,7 @@ class EventPublisher:
             acks="all",
             enable_idempotence=False,
             linger_ms=self.settings.producer_linger_ms,
-            max_request_size=4 * 1024 * 1024,
+            max_request_size=self.settings.max_message_bytes + 1024,
         )
         await self._producer.start()
 
@@ -67,6 +68,16 @@ class EventPublisher:
         if self._producer is None:
             raise RuntimeError("EventPublisher used before start()")
         return self._producer
+
+    def encoded(self, item: Outgoing) -> Outgoing:
+        """The item with its bytes: a record the schema refuses raises ValueError here."""
+        raw = item.raw if item.raw is not None else self.codec.encode(item.event_type, item.record)
+        limit = self.settings.max_message_bytes
+        if len(raw) > limit:
+            raise ValueError(
+                f"a {item.event_type} of {len(raw)} bytes is over the {limit}-byte limit"
+            )
+        return dataclasses.replace(item, raw=raw)
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
         """Send every item, then wait until the broker has acknowledged all of them."""

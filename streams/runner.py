@@ -154,14 +154,18 @@ class StageRunner:
         duration_ms = int((time.monotonic() - started) * 1000)
         if isinstance(outcome, StageResult):
             try:
-                outgoing = self._succeeded(command, outcome, duration_ms)
-                await self._deliver(outgoing, in_flight)
-                return
+                # Encoded before anything is sent: a refusal cannot follow a SUCCEEDED.
+                outgoing = [
+                    self.publisher.encoded(item)
+                    for item in self._succeeded(command, outcome, duration_ms)
+                ]
             except (TypeError, ValueError) as error:
                 # Output that cannot be serialised or encoded fails the job, visibly.
                 problem = Problem("OUTPUT_INVALID", f"{type(error).__name__}: {error}")
                 outcome = StageFailure((problem,))
-                in_flight = []
+            else:
+                await self._deliver(outgoing, in_flight)
+                return
         await self._deliver(self._failed(command, outcome, duration_ms), in_flight)
 
     async def _deliver(

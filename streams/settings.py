@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     max_dsl_bytes: int = Field(default=262_144, ge=1)
     max_code_bytes: int = Field(default=262_144, ge=1)
     max_request_bytes: int = Field(default=1_048_576, ge=1)
+    # Kafka's default message.max.bytes is 1 MiB; a bigger event could never be delivered.
+    max_message_bytes: int = Field(default=1_000_000, ge=1024)
     projector_batch: int = Field(default=2_000, ge=1)
     projector_linger_ms: int = Field(default=5, ge=0)
     enabled_stages: Annotated[tuple[str, ...], NoDecode] = ("parse", "compile", "codegen")

@@ -171,3 +171,29 @@ async def test_unserialisable_output_fails_the_job_and_handler_crashes_are_dead_
     assert letters[0][1]["error_code"] == "HANDLER_CRASHED"
     assert "handler bug" in letters[0][1]["reason"]
     assert letters[0][1]["source_offset"] == 11
+
+
+async def oversized(command: StageCommand, reporter: StageReporter) -> Outcome:
+    return StageResult(output={"blob": "x" * 2_000_000})
+
+
+async def test_output_too_big_for_the_broker_fails_the_job(stack: RunningStack) -> None:
+    settings = await asyncio.to_thread(stack.isolated)
+    publisher = EventPublisher(settings, default_codec())
+    await publisher.start()
+    try:
+        runner = StageRunner("parse", oversized, publisher, settings)
+        origin = Origin(
+            settings.topics.stage("parse"), 0, 1, None, command_bytes(str(uuid.uuid4()))
+        )
+        await intake_for(runner, publisher).receive(origin)
+    finally:
+        await publisher.stop()
+    events = await read_all(settings, [settings.topics.events], 3)
+    assert [(t, r.get("status")) for t, r in events] == [
+        ("StageChanged", "STARTED"),
+        ("StageChanged", "FAILED"),
+        ("JobFinished", "FAILED"),
+    ]
+    assert events[1][1]["error"]["code"] == "OUTPUT_INVALID"
+    assert "over the 1000000-byte limit" in events[1][1]["error"]["message"]
