@@ -19,22 +19,30 @@ from streams.runner import StageLogic, StageRunner
 from streams.settings import Settings
 
 
-def _consumer_thread_for(fetch_max_wait_ms: int) -> type[faust_aiokafka.AIOKafkaConsumerThread]:
-    class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-        """faust hard-codes a 1.5 s fetch wait; the embedded broker may hold fetches that long."""
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust hard-codes a 1.5 s fetch wait; the embedded broker may hold a fetch that long."""
 
-        def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
-            consumer = super()._create_worker_consumer(transport)
-            consumer._fetch_max_wait_ms = fetch_max_wait_ms
-            return consumer
+    def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        app = self.app
+        assert isinstance(app, StageApp)
+        consumer._fetch_max_wait_ms = app.fetch_max_wait_ms
+        return consumer
 
-    return ConsumerThread
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
 
 
 class StageApp(faust.App):
     """A faust App whose consumer uses our fetch wait, and which owns our event publisher."""
 
-    fetch_max_wait_ms = 10
+    fetch_max_wait_ms = 500
     publisher: EventPublisher | None = None
 
     async def on_start(self) -> None:
@@ -49,17 +57,7 @@ class StageApp(faust.App):
             await self.publisher.stop()
 
     def _new_transport(self) -> Any:
-        thread_class = _consumer_thread_for(self.fetch_max_wait_ms)
-
-        class Consumer(faust_aiokafka.Consumer):
-            def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-                return thread_class(self, loop=self.loop, beacon=self.beacon)
-
-        class Transport(faust_aiokafka.Transport):
-            pass
-
-        Transport.Consumer = Consumer
-        return Transport(self.conf.broker_consumer, self)
+        return _Transport(self.conf.broker_consumer, self)
 
 
 def stage_logic_registry() -> dict[str, StageLogic]:
