@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import heapq
 import json
 import logging
 import math
@@ -229,6 +230,26 @@ def staged_row(
     return row
 
 
+_TOPIC = STAGED_COLUMNS.index("topic")
+_PARTITION = STAGED_COLUMNS.index("partition")
+_TYPE = STAGED_COLUMNS.index("type")
+_STATUS = STAGED_COLUMNS.index("status")
+_OCCURRED_AT = STAGED_COLUMNS.index("occurred_at")
+_OPENINGS = frozenset({"JobRequested", "JobAccepted"})
+_OUTCOMES = frozenset({"JobFinished", "JobRejected"})
+
+
+def _feed_position(row: StagedRow) -> tuple[datetime, int, int]:
+    event_type = row[_TYPE]
+    if event_type in _OPENINGS or (event_type == "StageChanged" and row[_STATUS] == "STARTED"):
+        phase = 0
+    elif event_type in _OUTCOMES or event_type == "StageChanged":
+        phase = 2
+    else:
+        phase = 1
+    return row[_OCCURRED_AT], phase, row[0]
+
+
 @dataclass
 class Batch:
     """Messages consumed since the last commit: their staged rows and how far each partition got."""
@@ -243,6 +264,21 @@ class Batch:
 
     def __len__(self) -> int:
         return self.messages
+
+    def in_feed_order(self) -> list[StagedRow]:
+        """The rows in the order their seq numbers will follow.
+
+        Consumption order groups rows by partition, so a job's progress events (their own
+        topic) could land after its JobFinished and never reach a feed that ends there. The
+        runner sends them before the stage's outcome, so time orders them across partitions;
+        within one millisecond, openings go first and outcomes last. Within a partition the
+        log's order stands, whatever the clocks of the producers say.
+        """
+        by_partition: dict[tuple[str, int], list[StagedRow]] = {}
+        for row in self.rows:
+            by_partition.setdefault((row[_TOPIC], row[_PARTITION]), []).append(row)
+        merged = heapq.merge(*by_partition.values(), key=_feed_position)
+        return [(position, *row[1:]) for position, row in enumerate(merged)]
 
     def add(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
         """Stage one message; bytes that are not a storable event are counted and skipped."""

@@ -59,7 +59,7 @@ class ProjectionWriter:
         async with self._conn.transaction():
             if batch.rows:
                 await self._conn.copy_records_to_table(
-                    "projector_batch", records=batch.rows, columns=STAGED_COLUMNS
+                    "projector_batch", records=batch.in_feed_order(), columns=STAGED_COLUMNS
                 )
             result = await self._conn.fetchrow(
                 "SELECT applied, last_seq FROM project_batch($1, $2, $3, $4, $5)",

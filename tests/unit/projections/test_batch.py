@@ -100,3 +100,77 @@ def test_batch_skips_undecodable_bytes_and_repeats_but_moves_every_offset() -> N
     assert len(batch.rows) == 1
     assert (batch.repeated, batch.undecodable) == (1, 2)
     assert batch.next_offsets == {("events", 0): 12, ("events", 1): 5}
+
+
+def feed_of(batch: Batch) -> list[str]:
+    rows = batch.in_feed_order()
+    assert [column(row, "ord") for row in rows] == list(range(len(rows)))
+    return [f"{column(row, 'type')} {column(row, 'status') or ''}".strip() for row in rows]
+
+
+def add(batch: Batch, topic: str, offset: int, event_type: str, record: dict[str, Any]) -> None:
+    batch.add(topic, 0, offset, default_codec().encode(event_type, record))
+
+
+def stage_changed(job_id: str, at: int, status: str) -> dict[str, Any]:
+    return common(
+        job_id=job_id,
+        occurred_at=at,
+        stage="codegen",
+        attempt=1,
+        status=status,
+        summary="{}",
+        error=None,
+        duration_ms=None,
+    )
+
+
+def artifact(job_id: str, at: int) -> dict[str, Any]:
+    return common(
+        job_id=job_id,
+        occurred_at=at,
+        stage="codegen",
+        attempt=1,
+        name="model.py",
+        media_type="text/x-python",
+        uri=None,
+        size_bytes=1,
+        sha256="x",
+        content=b"x",
+    )
+
+
+def finished(job_id: str, at: int) -> dict[str, Any]:
+    return common(
+        job_id=job_id,
+        occurred_at=at,
+        status="SUCCEEDED",
+        error=None,
+        stages_completed=["codegen"],
+        duration_ms=None,
+    )
+
+
+def test_progress_sent_before_an_outcome_comes_before_it_in_the_feed() -> None:
+    job = str(uuid.uuid4())
+    batch = Batch(default_codec())
+    # Consumed partition by partition: the events topic first, the progress topic after.
+    add(batch, "events", 0, "StageChanged", stage_changed(job, 1000, "STARTED"))
+    add(batch, "events", 1, "StageChanged", stage_changed(job, 1005, "SUCCEEDED"))
+    add(batch, "events", 2, "JobFinished", finished(job, 1005))
+    add(batch, "progress", 0, "ArtifactStored", artifact(job, 1005))
+    assert feed_of(batch) == [
+        "StageChanged STARTED",
+        "ArtifactStored",
+        "StageChanged SUCCEEDED",
+        "JobFinished SUCCEEDED",
+    ]
+
+
+def test_the_order_of_one_partition_stands_whatever_the_clocks_say() -> None:
+    job = str(uuid.uuid4())
+    batch = Batch(default_codec())
+    # A worker whose clock runs behind the one that finished the previous stage.
+    add(batch, "events", 0, "StageChanged", stage_changed(job, 2000, "SUCCEEDED"))
+    add(batch, "events", 1, "StageChanged", stage_changed(job, 1500, "STARTED"))
+    assert feed_of(batch) == ["StageChanged SUCCEEDED", "StageChanged STARTED"]
