@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from consumers.codegen.conversions import inputs_source, targets_source
 from consumers.codegen.source_layout import (
     Call,
     call,
@@ -161,8 +162,8 @@ def keras_module(compiled: Mapping[str, Any]) -> str:
             *([TRANSFORMER_ENCODER] if uses_transformer else []),
             EPOCH_REPORT,
             build,
-            inputs_source(plan),
-            targets_source(plan),
+            inputs_source(plan, ids_dtype="int32", returns="np.ndarray", wrap="{}"),
+            targets_source(plan, returns="np.ndarray", wrap="{}"),
             train_source(compiled, plan),
             predict_source(plan),
         ]
@@ -263,36 +264,6 @@ def window_options(params: Mapping[str, Any], kernel_key: str) -> dict[str, Any]
     if params.get("padding", "valid") != "valid":
         options["padding"] = params["padding"]
     return options
-
-
-def inputs_source(plan: TrainingPlan) -> str:
-    dtype = "int32" if plan.input_is_ids else "float32"
-    what = "token ids" if plan.input_is_ids else "samples"
-    return "\n".join(
-        [
-            "def as_inputs(x: np.ndarray) -> np.ndarray:",
-            f'    """{what.capitalize()} as the model takes them: {dtype}, (N, *INPUT_SHAPE)."""',
-            f"    array = np.asarray(x, dtype=np.{dtype})",
-            "    if array.shape[1:] != INPUT_SHAPE:",
-            f'        raise ValueError(f"{what} have shape {{array.shape[1:]}}, '
-            'the model takes {INPUT_SHAPE}")',
-            "    return array",
-        ]
-    )
-
-
-def targets_source(plan: TrainingPlan) -> str:
-    if plan.sparse_targets:
-        doc, dtype, shape = "class indices", "int64", "*OUTPUT_SHAPE[:-1]"
-    else:
-        doc, dtype, shape = "float32 of the output's shape", "float32", "*OUTPUT_SHAPE"
-    return "\n".join(
-        [
-            "def as_targets(y: np.ndarray) -> np.ndarray:",
-            f'    """Labels as the loss takes them: {doc}."""',
-            f"    return np.asarray(y, dtype=np.{dtype}).reshape(len(y), {shape})",
-        ]
-    )
 
 
 def metric_call(metric: str, plan: TrainingPlan) -> Call:

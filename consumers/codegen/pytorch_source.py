@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from consumers.codegen.conversions import inputs_source, targets_source
 from consumers.codegen.source_layout import (
     Call,
     call,
@@ -188,8 +189,8 @@ def pytorch_module(compiled: Mapping[str, Any]) -> str:
             head,
             *helpers,
             build,
-            inputs_source(compiled, plan),
-            targets_source(plan),
+            inputs_source(plan, ids_dtype="int64", returns="torch.Tensor", wrap="torch.tensor({})"),
+            targets_source(plan, returns="torch.Tensor", wrap="torch.tensor({})"),
             loss_source(plan),
             metrics_source(plan),
             BATCHES,
@@ -426,36 +427,6 @@ def pooling(kind: str, params: Mapping[str, Any], shape: tuple[int, ...]) -> lis
     if average:
         return [call("SameAveragePool", pad_module(pads, 0.0), pool)]
     return [pad_module(pads, float("-inf")), pool]
-
-
-def inputs_source(compiled: Mapping[str, Any], plan: TrainingPlan) -> str:
-    dtype = "int64" if plan.input_is_ids else "float32"
-    what = "token ids" if plan.input_is_ids else "samples"
-    return "\n".join(
-        [
-            "def as_inputs(x: np.ndarray) -> torch.Tensor:",
-            f'    """{what.capitalize()} as the model takes them: {dtype}, (N, *INPUT_SHAPE)."""',
-            f"    array = np.asarray(x, dtype=np.{dtype})",
-            "    if array.shape[1:] != INPUT_SHAPE:",
-            f'        raise ValueError(f"{what} have shape {{array.shape[1:]}}, '
-            'the model takes {INPUT_SHAPE}")',
-            "    return torch.tensor(array)",
-        ]
-    )
-
-
-def targets_source(plan: TrainingPlan) -> str:
-    if plan.sparse_targets:
-        doc, dtype, shape = "class indices", "int64", "*OUTPUT_SHAPE[:-1]"
-    else:
-        doc, dtype, shape = "float32 of the output's shape", "float32", "*OUTPUT_SHAPE"
-    return "\n".join(
-        [
-            "def as_targets(y: np.ndarray) -> torch.Tensor:",
-            f'    """Labels as the loss takes them: {doc}."""',
-            f"    return torch.tensor(np.asarray(y, dtype=np.{dtype}).reshape(len(y), {shape}))",
-        ]
-    )
 
 
 LOSSES = {
