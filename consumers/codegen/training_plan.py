@@ -6,16 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-CROSS_ENTROPY = ("sparse_categorical_crossentropy", "categorical_crossentropy")
-REGRESSION = ("mse", "mae", "huber")
-METRIC_ALIASES = {
-    "accuracy": "accuracy",
-    "acc": "accuracy",
-    "mae": "mae",
-    "mean_absolute_error": "mae",
-    "mse": "mse",
-    "mean_squared_error": "mse",
-}
+from consumers.vocabulary import CROSS_ENTROPY, REGRESSION, known_metric
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +37,7 @@ def reported_metrics(metrics: list[Any], loss: str) -> tuple[str, ...]:
     """Known metrics that fit the loss, canonical and once each (compile warns about the rest)."""
     found: list[str] = []
     for metric in metrics:
-        canonical = METRIC_ALIASES.get(str(metric))
+        canonical = known_metric(str(metric))
         fits = (
             loss in CROSS_ENTROPY or loss == "binary_crossentropy"
             if canonical == "accuracy"

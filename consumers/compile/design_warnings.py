@@ -7,19 +7,10 @@ from typing import Any
 
 from consumers.compile.problems import problem_at
 from consumers.compile.shapes import Shape
+from consumers.vocabulary import CROSS_ENTROPY, REGRESSION, known_metric
 from streams.stage import Problem
 
 SUSPICIOUS = "DSL_SUSPICIOUS"
-CROSS_ENTROPY = ("sparse_categorical_crossentropy", "categorical_crossentropy")
-REGRESSION = ("mse", "mae", "huber")
-METRIC_ALIASES = {
-    "accuracy": "accuracy",
-    "acc": "accuracy",
-    "mae": "mae",
-    "mean_absolute_error": "mae",
-    "mse": "mse",
-    "mean_squared_error": "mse",
-}
 
 
 def layer_warnings(layer: Mapping[str, Any], shape: Shape) -> list[Problem]:
@@ -92,7 +83,7 @@ def training_warnings(ir: Mapping[str, Any]) -> list[Problem]:
             )
         )
     for metric in ir.get("metrics") or []:
-        canonical = METRIC_ALIASES.get(str(metric))
+        canonical = known_metric(str(metric))
         if canonical is None:
             found.append(
                 Problem(

@@ -17,30 +17,9 @@ from consumers.compile.shapes import (
     format_shape,
     output_shape,
 )
+from consumers.vocabulary import ACTIVATIONS, LOSSES, OPTIMIZERS
 from streams.stage import Problem, StageFailure, StageResult
 
-LOSSES = (
-    "sparse_categorical_crossentropy",
-    "categorical_crossentropy",
-    "binary_crossentropy",
-    "mse",
-    "mae",
-    "huber",
-)
-OPTIMIZERS = ("Adam", "AdamW", "SGD", "RMSprop")
-ACTIVATIONS = (
-    "relu",
-    "sigmoid",
-    "tanh",
-    "softmax",
-    "gelu",
-    "elu",
-    "selu",
-    "leaky_relu",
-    "silu",
-    "softplus",
-    "linear",
-)
 # PyTorch has BatchNorm1d/2d/3d only: sample ranks 1 to 4 once channels move to axis 1.
 TORCH_MAX_NORM_RANK = 4
 

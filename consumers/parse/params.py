@@ -10,24 +10,11 @@ from typing import Any
 from consumers.parse.source import Diagnostics
 from consumers.parse.syntax import did_you_mean
 from consumers.parse.tree import Argument, Call, Mapping, Name, Scalar, Sequence, Value
+from consumers.vocabulary import ACTIVATION_ALIASES, ACTIVATIONS
 
 # Sizes beyond a 32-bit int are never meant and would only overflow a backend later.
 MAX_INT = 2**31 - 1
 
-ACTIVATIONS = (
-    "relu",
-    "sigmoid",
-    "tanh",
-    "softmax",
-    "gelu",
-    "elu",
-    "selu",
-    "leaky_relu",
-    "silu",
-    "softplus",
-    "linear",
-)
-ACTIVATION_ALIASES = {"swish": "silu"}
 HPO_CALLS = frozenset({"HPO", "choice", "range", "log_range", "categorical"})
 LEARNING_RATE_SCHEDULES = frozenset(
     {

@@ -24,18 +24,8 @@ from consumers.parse.params import (
 from consumers.parse.source import Diagnostics
 from consumers.parse.syntax import did_you_mean
 from consumers.parse.tree import Argument, Call, Mapping, Name, Sequence, Value
+from consumers.vocabulary import LOSS_ALIASES, LOSSES, METRIC_ALIASES, METRICS
 
-LOSSES = (
-    "categorical_crossentropy",
-    "sparse_categorical_crossentropy",
-    "binary_crossentropy",
-    "mse",
-    "mae",
-    "huber",
-)
-LOSS_ALIASES = {"mean_squared_error": "mse", "mean_absolute_error": "mae"}
-METRICS = ("accuracy", "mae", "mse")
-METRIC_ALIASES = {"acc": "accuracy", "mean_absolute_error": "mae", "mean_squared_error": "mse"}
 DATASETS = {
     "sklearn": ("digits", "iris", "wine", "breast_cancer"),
     "synthetic": ("classification", "regression", "sequence"),
