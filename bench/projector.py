@@ -206,8 +206,8 @@ async def bench(settings: Settings, count: int) -> None:
     raw = rows / ceiling
     print(
         f"events: {count} ({stats.applied} applied, {stats.duplicates} duplicates, "
-        f"{stats.undecodable} undecodable) in {stats.batches} batches of up to "
-        f"{settings.projector_batch}"
+        f"{stats.undecodable} undecodable) in {stats.batches} batches "
+        f"(projector_batch {settings.projector_batch}, plus what a consistent cut adds)"
     )
     print(f"projector, start to last commit: {elapsed:.2f} s -> {through:,.0f} events/s")
     print(f"raw COPY of the {rows} feed rows: {ceiling:.2f} s -> {raw:,.0f} rows/s")

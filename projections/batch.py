@@ -261,6 +261,7 @@ class Batch:
     undecodable: int = field(default=0, init=False)
     repeated: int = field(default=0, init=False)
     _event_ids: set[str] = field(default_factory=set, init=False, repr=False)
+    _latest: datetime | None = field(default=None, init=False, repr=False)
 
     def __len__(self) -> int:
         return self.messages
@@ -280,8 +281,13 @@ class Batch:
         merged = heapq.merge(*by_partition.values(), key=_feed_position)
         return [(position, *row[1:]) for position, row in enumerate(merged)]
 
-    def add(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
-        """Stage one message; bytes that are not a storable event are counted and skipped."""
+    @property
+    def latest(self) -> datetime | None:
+        """The latest event time in the batch."""
+        return self._latest
+
+    def add(self, topic: str, partition: int, offset: int, value: bytes | None) -> datetime | None:
+        """Stage one message, returning its event time; undecodable bytes are counted (None)."""
         self.messages += 1
         self.next_offsets[(topic, partition)] = offset + 1
         try:
@@ -291,10 +297,14 @@ class Batch:
             self.undecodable += 1
             # Dead-lettering belongs to the agents; the projector only must not stop here.
             log.warning("skipped %s[%d]@%d: %s", topic, partition, offset, exc)
-            return
+            return None
+        occurred_at: datetime = row[_OCCURRED_AT]
+        if self._latest is None or occurred_at > self._latest:
+            self._latest = occurred_at
         event_id = row[1]
         if event_id in self._event_ids:
             self.repeated += 1
-            return
+            return occurred_at
         self._event_ids.add(event_id)
         self.rows.append(row)
+        return occurred_at

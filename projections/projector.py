@@ -27,6 +27,8 @@ __all__ = ["NOTIFY_CHANNEL", "Projector", "ProjectorStats", "run_projector"]
 _IDLE_POLL_MS = 200
 # Decoding yields to the event loop after this many messages, so a commit in flight goes on.
 _FETCH_CHUNK = 50
+# Reading every partition up to a consistent cut before a commit is bounded by this.
+_CUT_TIMEOUT_S = 2.0
 # Connection failures are retried from the stored offsets after this pause.
 _RECONNECT_DELAY_S = 1.0
 
@@ -211,7 +213,42 @@ class Projector:
             await asyncio.sleep(0)
             if deadline is None:
                 deadline = loop.time() + linger
+        if len(batch):
+            await self._read_to_cut(consumer, batch, stop)
         return batch
+
+    async def _read_to_cut(
+        self, consumer: AIOKafkaConsumer, batch: Batch, stop: asyncio.Event
+    ) -> None:
+        """Read the other partitions up to the batch's latest event time: a consistent cut.
+
+        Whatever was published before an event in the batch is then in the batch too (a
+        stage's progress before its outcome, its STARTED before its progress), whichever
+        topic it went to; `Batch.in_feed_order` then puts them in order. A partition is
+        read until it ends (as it ends now) or passes that time, and the cut adds at most
+        one batch size, so a backlog is not swallowed whole.
+        """
+        cut = batch.latest
+        if cut is None:
+            return
+        partitions = list(consumer.assignment())
+        ends = await consumer.end_offsets(partitions)
+        open_ = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + _CUT_TIMEOUT_S
+        # A backlog written within one instant must not turn one batch into all of it.
+        room = len(batch) + self.settings.projector_batch
+        while open_ and len(batch) < room and not stop.is_set() and loop.time() < give_up:
+            fetched = await consumer.getmany(*open_, timeout_ms=50, max_records=_FETCH_CHUNK)
+            for tp, messages in fetched.items():
+                for message in messages:
+                    occurred_at = batch.add(tp.topic, tp.partition, message.offset, message.value)
+                    if occurred_at is not None and occurred_at > cut:
+                        open_.discard(tp)
+                if await consumer.position(tp) >= ends[tp]:
+                    open_.discard(tp)
+        if open_ and loop.time() >= give_up and not stop.is_set():
+            log.warning("projector %s: partitions not read to the cut in time", self.name)
 
 
 async def run_projector(settings: Settings) -> None:

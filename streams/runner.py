@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,11 +65,18 @@ StageLogic = Callable[[StageCommand, "StageReporter"], Awaitable[Outcome]]
 class StageReporter:
     """Publishes progress, logs, metrics and artifacts for one stage attempt, with stable ids."""
 
-    def __init__(self, publisher: EventPublisher, command: StageCommand, source: str) -> None:
+    def __init__(
+        self,
+        publisher: EventPublisher,
+        command: StageCommand,
+        source: str,
+        started: Sequence[asyncio.Future[Any]] = (),
+    ) -> None:
         self._publisher = publisher
         self._command = command
         self._source = source
         self._sequence = 0
+        self._started = list(started)
 
     def _record(self, kind: str) -> dict[str, Any]:
         self._sequence += 1
@@ -80,6 +87,10 @@ class StageReporter:
         return record
 
     async def _send(self, event_type: str, record: dict[str, Any]) -> None:
+        if self._started:
+            # Progress goes to another topic: STARTED must be in the log before any of it.
+            await asyncio.gather(*self._started)
+            self._started = []
         topic = self._publisher.settings.topics.progress
         await self._publisher.publish([Outgoing(topic, event_type, record)])
 
@@ -145,7 +156,7 @@ class StageRunner:
         # Not awaited here: it shares a partition and a producer with this stage's later
         # events, so it stays ahead of them; its delivery is awaited with theirs.
         in_flight = await self.publisher.send([self._changed(command, "STARTED")])
-        reporter = StageReporter(self.publisher, command, self.source)
+        reporter = StageReporter(self.publisher, command, self.source, started=in_flight)
         try:
             outcome = await self.logic(command, reporter)
         except Exception as error:  # the agent survives any one job

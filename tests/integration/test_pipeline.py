@@ -65,6 +65,9 @@ async def test_digits_cnn_feed_shows_every_stage_in_order(pipeline: Pipeline) ->
         events = await follow(client, accepted["job_id"])
         view = await client.job(accepted["job_id"])
     assert steps(events) == COMPILE_JOB
+    # The generated module, sent on the progress topic, sits inside its stage on the feed.
+    everything = [f"{e.type} {e.data.get('status', '')}".strip() for e in events]
+    assert everything.index("ArtifactStored") == everything.index("JobFinished SUCCEEDED") - 2
     seqs = [event.seq for event in events]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert view["status"] == "SUCCEEDED"

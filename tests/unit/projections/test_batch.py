@@ -174,3 +174,14 @@ def test_the_order_of_one_partition_stands_whatever_the_clocks_say() -> None:
     add(batch, "events", 0, "StageChanged", stage_changed(job, 2000, "SUCCEEDED"))
     add(batch, "events", 1, "StageChanged", stage_changed(job, 1500, "STARTED"))
     assert feed_of(batch) == ["StageChanged SUCCEEDED", "StageChanged STARTED"]
+
+
+def test_batch_reports_each_event_time_and_its_latest() -> None:
+    codec = default_codec()
+    batch = Batch(codec)
+    assert batch.latest is None
+    late = batch.add("events", 0, 0, codec.encode("CancelRequested", common(occurred_at=2_000)))
+    early = batch.add("events", 0, 1, codec.encode("CancelRequested", common(occurred_at=1_000)))
+    assert batch.add("events", 0, 2, b"junk") is None
+    assert early is not None and late is not None and early < late
+    assert batch.latest == late
