@@ -286,8 +286,16 @@ class Batch:
         """The latest event time in the batch."""
         return self._latest
 
-    def add(self, topic: str, partition: int, offset: int, value: bytes | None) -> datetime | None:
-        """Stage one message, returning its event time; undecodable bytes are counted (None)."""
+    def event_time(self, value: bytes | None) -> datetime | None:
+        """When the event in `value` happened; None for bytes that are not an event."""
+        try:
+            _, record = self.codec.decode(value or b"")
+            return _occurred_at(record["occurred_at"])
+        except (DecodeError, MalformedEvent, KeyError):
+            return None
+
+    def add(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
+        """Stage one message; bytes that are not a storable event are counted and skipped."""
         self.messages += 1
         self.next_offsets[(topic, partition)] = offset + 1
         try:
@@ -297,14 +305,13 @@ class Batch:
             self.undecodable += 1
             # Dead-lettering belongs to the agents; the projector only must not stop here.
             log.warning("skipped %s[%d]@%d: %s", topic, partition, offset, exc)
-            return None
+            return
         occurred_at: datetime = row[_OCCURRED_AT]
         if self._latest is None or occurred_at > self._latest:
             self._latest = occurred_at
         event_id = row[1]
         if event_id in self._event_ids:
             self.repeated += 1
-            return occurred_at
+            return
         self._event_ids.add(event_id)
         self.rows.append(row)
-        return occurred_at

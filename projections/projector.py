@@ -225,8 +225,8 @@ class Projector:
         Whatever was published before an event in the batch is then in the batch too (a
         stage's progress before its outcome, its STARTED before its progress), whichever
         topic it went to; `Batch.in_feed_order` then puts them in order. A partition is
-        read until it ends (as it ends now) or passes that time, and the cut adds at most
-        one batch size, so a backlog is not swallowed whole.
+        read until it ends (as it ends now) or reaches a later event, which is left for the
+        next batch; the cut adds at most one batch size, so a backlog is not swallowed whole.
         """
         cut = batch.latest
         if cut is None:
@@ -242,11 +242,16 @@ class Projector:
             fetched = await consumer.getmany(*open_, timeout_ms=50, max_records=_FETCH_CHUNK)
             for tp, messages in fetched.items():
                 for message in messages:
-                    occurred_at = batch.add(tp.topic, tp.partition, message.offset, message.value)
+                    occurred_at = batch.event_time(message.value)
                     if occurred_at is not None and occurred_at > cut:
+                        # Past the cut: it opens the next batch, with what came before it.
+                        consumer.seek(tp, message.offset)
                         open_.discard(tp)
-                if await consumer.position(tp) >= ends[tp]:
-                    open_.discard(tp)
+                        break
+                    batch.add(tp.topic, tp.partition, message.offset, message.value)
+                else:
+                    if await consumer.position(tp) >= ends[tp]:
+                        open_.discard(tp)
         if open_ and loop.time() >= give_up and not stop.is_set():
             log.warning("projector %s: partitions not read to the cut in time", self.name)
 

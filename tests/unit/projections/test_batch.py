@@ -180,8 +180,11 @@ def test_batch_reports_each_event_time_and_its_latest() -> None:
     codec = default_codec()
     batch = Batch(codec)
     assert batch.latest is None
-    late = batch.add("events", 0, 0, codec.encode("CancelRequested", common(occurred_at=2_000)))
-    early = batch.add("events", 0, 1, codec.encode("CancelRequested", common(occurred_at=1_000)))
-    assert batch.add("events", 0, 2, b"junk") is None
+    late_value = codec.encode("CancelRequested", common(occurred_at=2_000))
+    early_value = codec.encode("CancelRequested", common(occurred_at=1_000))
+    late, early = batch.event_time(late_value), batch.event_time(early_value)
     assert early is not None and late is not None and early < late
+    assert batch.event_time(b"junk") is None
+    batch.add("events", 0, 0, late_value)
+    batch.add("events", 0, 1, early_value)
     assert batch.latest == late
