@@ -236,6 +236,7 @@ _TYPE = STAGED_COLUMNS.index("type")
 _STATUS = STAGED_COLUMNS.index("status")
 _OCCURRED_AT = STAGED_COLUMNS.index("occurred_at")
 _OPENINGS = frozenset({"JobRequested", "JobAccepted"})
+_PROGRESS_EVENTS = frozenset({"ProgressReported", "LogEmitted", "MetricRecorded", "ArtifactStored"})
 _OUTCOMES = frozenset({"JobFinished", "JobRejected"})
 
 
@@ -262,6 +263,9 @@ class Batch:
     repeated: int = field(default=0, init=False)
     _event_ids: set[str] = field(default_factory=set, init=False, repr=False)
     _latest: datetime | None = field(default=None, init=False, repr=False)
+    # Set by an event whose causal neighbours went to another topic: a progress event (its
+    # STARTED is on the events topic) or an outcome that counts progress before it.
+    needs_cut: bool = field(default=False, init=False)
 
     def __len__(self) -> int:
         return self.messages
@@ -306,6 +310,10 @@ class Batch:
             # Dead-lettering belongs to the agents; the projector only must not stop here.
             log.warning("skipped %s[%d]@%d: %s", topic, partition, offset, exc)
             return
+        if event_type in _PROGRESS_EVENTS or (
+            event_type == "StageChanged" and record.get("reported", 0) > 0
+        ):
+            self.needs_cut = True
         occurred_at: datetime = row[_OCCURRED_AT]
         if self._latest is None or occurred_at > self._latest:
             self._latest = occurred_at

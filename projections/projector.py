@@ -213,7 +213,7 @@ class Projector:
             await asyncio.sleep(0)
             if deadline is None:
                 deadline = loop.time() + linger
-        if len(batch):
+        if batch.needs_cut:
             await self._read_to_cut(consumer, batch, stop)
         return batch
 

@@ -78,6 +78,11 @@ class StageReporter:
         self._sequence = 0
         self._started = list(started)
 
+    @property
+    def reported(self) -> int:
+        """How many events this reporter has published."""
+        return self._sequence
+
     def _record(self, kind: str) -> dict[str, Any]:
         self._sequence += 1
         c = self._command
@@ -163,12 +168,13 @@ class StageRunner:
             log.exception("stage %s crashed on job %s", self.stage, command.job_id)
             outcome = StageFailure((Problem("STAGE_CRASHED", f"{type(error).__name__}: {error}"),))
         duration_ms = int((time.monotonic() - started) * 1000)
+        reported = reporter.reported
         if isinstance(outcome, StageResult):
             try:
                 # Encoded before anything is sent: a refusal cannot follow a SUCCEEDED.
                 outgoing = [
                     self.publisher.encoded(item)
-                    for item in self._succeeded(command, outcome, duration_ms)
+                    for item in self._succeeded(command, outcome, duration_ms, reported)
                 ]
             except (TypeError, ValueError) as error:
                 # Output that cannot be serialised or encoded fails the job, visibly.
@@ -177,7 +183,7 @@ class StageRunner:
             else:
                 await self._deliver(outgoing, in_flight)
                 return
-        await self._deliver(self._failed(command, outcome, duration_ms), in_flight)
+        await self._deliver(self._failed(command, outcome, duration_ms, reported), in_flight)
 
     async def _deliver(
         self, outgoing: list[Outgoing], in_flight: list[asyncio.Future[Any]]
@@ -201,6 +207,7 @@ class StageRunner:
         summary: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
         duration_ms: int | None = None,
+        reported: int = 0,
     ) -> Outgoing:
         record = self._base(command, status)
         record.update(
@@ -210,6 +217,7 @@ class StageRunner:
             summary=json.dumps(summary or {}),
             error=error,
             duration_ms=duration_ms,
+            reported=reported,
         )
         return Outgoing(self.settings.topics.events, "StageChanged", record)
 
@@ -222,12 +230,15 @@ class StageRunner:
         return Outgoing(self.settings.topics.events, "JobFinished", record)
 
     def _succeeded(
-        self, command: StageCommand, result: StageResult, duration_ms: int
+        self, command: StageCommand, result: StageResult, duration_ms: int, reported: int
     ) -> list[Outgoing]:
         summary = dict(result.summary)
         if result.warnings:
             summary["warnings"] = [w.as_dict() for w in result.warnings]
-        out = [self._changed(command, "SUCCEEDED", summary=summary, duration_ms=duration_ms)]
+        succeeded = self._changed(
+            command, "SUCCEEDED", summary=summary, duration_ms=duration_ms, reported=reported
+        )
+        out = [succeeded]
         following = command.next_stage
         if following is None:
             out.append(self._finished(command, "SUCCEEDED", None))
@@ -245,7 +256,7 @@ class StageRunner:
         return out
 
     def _failed(
-        self, command: StageCommand, failure: StageFailure, duration_ms: int
+        self, command: StageCommand, failure: StageFailure, duration_ms: int, reported: int
     ) -> list[Outgoing]:
         first = failure.problems[0]
         details: dict[str, Any] = {"problems": [p.as_dict() for p in failure.problems]}
@@ -255,6 +266,8 @@ class StageRunner:
             details["warnings"] = [w.as_dict() for w in failure.warnings]
         error = error_info(failure.code, failure.message, details)
         return [
-            self._changed(command, "FAILED", error=error, duration_ms=duration_ms),
+            self._changed(
+                command, "FAILED", error=error, duration_ms=duration_ms, reported=reported
+            ),
             self._finished(command, "FAILED", error),
         ]

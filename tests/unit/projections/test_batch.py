@@ -188,3 +188,23 @@ def test_batch_reports_each_event_time_and_its_latest() -> None:
     batch.add("events", 0, 0, late_value)
     batch.add("events", 0, 1, early_value)
     assert batch.latest == late
+
+
+def test_only_events_with_neighbours_on_another_topic_ask_for_a_cut() -> None:
+    job = str(uuid.uuid4())
+    quiet = Batch(default_codec())
+    add(quiet, "events", 0, "StageChanged", stage_changed(job, 1000, "STARTED"))
+    add(quiet, "events", 1, "StageChanged", stage_changed(job, 1001, "SUCCEEDED"))
+    assert not quiet.needs_cut
+    counted = Batch(default_codec())
+    add(
+        counted,
+        "events",
+        0,
+        "StageChanged",
+        stage_changed(job, 1001, "SUCCEEDED") | {"reported": 1},
+    )
+    assert counted.needs_cut
+    progress = Batch(default_codec())
+    add(progress, "progress", 0, "ArtifactStored", artifact(job, 1000))
+    assert progress.needs_cut

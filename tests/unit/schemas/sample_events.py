@@ -71,6 +71,7 @@ _SAMPLES: dict[str, dict[str, Any]] = {
             "details": json.dumps({"line": 3, "column": 7}),
         },
         "duration_ms": 41,
+        "reported": 3,
     },
     "JobFinished": {
         **_common("0b6a6c1e-0000-4000-8000-000000000006", "stage.train"),
