@@ -63,3 +63,10 @@ def training_plan(compiled: Mapping[str, Any]) -> TrainingPlan:
         metrics=reported_metrics(list(compiled.get("metrics") or []), loss),
         input_is_ids=layers[0]["type"] == "Embedding",
     )
+
+
+def readout_sentence(plan: TrainingPlan) -> str:
+    """What the generated module's docstring says about the model's outputs."""
+    if plan.predict_activation:
+        return f"The model returns logits: predict() applies the {plan.predict_activation}."
+    return "predict() returns the model's outputs."

@@ -136,6 +136,17 @@ async def test_crash_fails_the_job_and_bad_input_is_dead_lettered(stack: Running
     assert progress[0][1]["percent"] == 50
 
 
+async def failed_stage(settings: Any) -> dict[str, Any]:
+    """The FAILED StageChanged of a job whose only stage started and failed."""
+    events = await read_all(settings, [settings.topics.events], 3)
+    assert [(t, r.get("status")) for t, r in events] == [
+        ("StageChanged", "STARTED"),
+        ("StageChanged", "FAILED"),
+        ("JobFinished", "FAILED"),
+    ]
+    return events[1][1]
+
+
 async def unserialisable(command: StageCommand, reporter: StageReporter) -> Outcome:
     return StageResult(output={"not json": {1, 2}})
 
@@ -160,13 +171,8 @@ async def test_unserialisable_output_fails_the_job_and_handler_crashes_are_dead_
     finally:
         await publisher.stop()
 
-    events = await read_all(settings, [settings.topics.events], 3)
-    assert [(t, r.get("status")) for t, r in events] == [
-        ("StageChanged", "STARTED"),
-        ("StageChanged", "FAILED"),
-        ("JobFinished", "FAILED"),
-    ]
-    assert events[1][1]["error"]["code"] == "OUTPUT_INVALID"
+    failure = await failed_stage(settings)
+    assert failure["error"]["code"] == "OUTPUT_INVALID"
     letters = await read_all(settings, [settings.topics.deadletter], 1)
     assert letters[0][1]["error_code"] == "HANDLER_CRASHED"
     assert "handler bug" in letters[0][1]["reason"]
@@ -189,11 +195,6 @@ async def test_output_too_big_for_the_broker_fails_the_job(stack: RunningStack) 
         await intake_for(runner, publisher).receive(origin)
     finally:
         await publisher.stop()
-    events = await read_all(settings, [settings.topics.events], 3)
-    assert [(t, r.get("status")) for t, r in events] == [
-        ("StageChanged", "STARTED"),
-        ("StageChanged", "FAILED"),
-        ("JobFinished", "FAILED"),
-    ]
-    assert events[1][1]["error"]["code"] == "OUTPUT_INVALID"
-    assert "over the 1000000-byte limit" in events[1][1]["error"]["message"]
+    failure = await failed_stage(settings)
+    assert failure["error"]["code"] == "OUTPUT_INVALID"
+    assert "over the 1000000-byte limit" in failure["error"]["message"]
