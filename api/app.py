@@ -25,6 +25,7 @@ from api.errors import (
 )
 from api.feed import FeedNotifier, job_events
 from api.jobs import get_job, get_stages, jobs_collection
+from api.outbox import OutboxRelay
 from schemas.codec import default_codec
 from streams.producer import EventPublisher
 from streams.settings import Settings
@@ -37,7 +38,7 @@ async def health(request: Request) -> JSONResponse:
 
 
 async def ready(request: Request) -> JSONResponse:
-    """Ready only when both the broker and the database answer."""
+    """Ready only when the database answers and the broker answers with every topic."""
     state = request.app.state
     checks: dict[str, str] = {}
     try:
@@ -46,10 +47,13 @@ async def ready(request: Request) -> JSONResponse:
     except Exception as error:  # any database failure means "not ready", never a 500
         checks["database"] = f"unavailable: {type(error).__name__}"
     try:
-        await asyncio.wait_for(state.publisher.ping(), _CHECK_TIMEOUT_S)
-        checks["broker"] = "ok"
+        broker = await asyncio.wait_for(state.publisher.broker_state(), _CHECK_TIMEOUT_S)
     except Exception as error:  # any broker failure means "not ready", never a 500
         checks["broker"] = f"unavailable: {type(error).__name__}"
+    else:
+        # A restarted memory-only broker answers before its topics are created again.
+        missing = broker.missing(state.settings.topics.all())
+        checks["broker"] = f"missing topics: {', '.join(missing)}" if missing else "ok"
     if all(value == "ok" for value in checks.values()):
         return JSONResponse({"status": "ready", "checks": checks})
     return error_response(request, 503, "NOT_READY", "not ready", checks)
@@ -66,9 +70,15 @@ def create_app(settings: Settings) -> ASGIApp:
         await app.state.publisher.start()
         app.state.notifier = FeedNotifier(settings.require_database())
         await app.state.notifier.start()
+        relay = asyncio.create_task(
+            OutboxRelay(app.state.pool, app.state.publisher, settings).run()
+        )
         try:
             yield
         finally:
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
             await app.state.notifier.stop()
             await app.state.publisher.stop()
             await app.state.pool.close()

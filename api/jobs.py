@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import uuid
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 from aiokafka.errors import KafkaError
+from asyncpg.pool import PoolConnectionProxy
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -18,13 +20,17 @@ from starlette.responses import JSONResponse
 from api.errors import ApiError
 from api.feed import parse_job_id
 from api.models import JobSubmission
-from streams.dispatcher import Rejection, job_id_for, plan_job
+from schemas.codec import default_codec
+from streams.dispatcher import Rejection, job_id_for, plan_job, request_digest
 from streams.envelope import envelope
 from streams.producer import EventPublisher, Outgoing, event_id_for
 from streams.settings import Settings
 
 TENANT_HEADER = "x-tenant"
-PUBLISH_TIMEOUT_S = 10.0
+# How long a submission waits for the broker before answering 202 anyway (it is in the outbox).
+PUBLISH_WAIT_S = 2.0
+log = logging.getLogger(__name__)
+
 JOB_STATUSES = ("QUEUED", "ACCEPTED", "RUNNING", "SUCCEEDED", "FAILED", "REJECTED", "CANCELLED")
 
 
@@ -91,13 +97,13 @@ def job_requested(submission: JobSubmission, tenant: str, source: str) -> dict[s
 
 
 async def _reserve_key(
-    pool: asyncpg.Pool, tenant: str, key: str, job_id: str, submission: JobSubmission
+    conn: PoolConnectionProxy, tenant: str, key: str, job_id: str, submission: JobSubmission
 ) -> JSONResponse | None:
     """Reserve `key` for this request; for a retry, the answer to give instead of queuing."""
     digest = hashlib.sha256(
         json.dumps(submission.model_dump(mode="json"), sort_keys=True).encode()
     ).hexdigest()
-    reserved = await pool.fetchrow(
+    reserved = await conn.fetchrow(
         "INSERT INTO idempotency_keys (tenant, idempotency_key, job_id, request_sha256) "
         "VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, idempotency_key) DO NOTHING "
         "RETURNING job_id",
@@ -108,16 +114,14 @@ async def _reserve_key(
     )
     if reserved is not None:
         return None
-    first = await pool.fetchrow(
+    first = await conn.fetchrow(
         "SELECT k.request_sha256, j.status FROM idempotency_keys k "
         "LEFT JOIN jobs j ON j.job_id = k.job_id "
         "WHERE k.tenant = $1 AND k.idempotency_key = $2",
         tenant,
         key,
     )
-    if first is None:
-        # Freed by a request whose publish failed between our insert and this read: retry.
-        raise ApiError(409, "IDEMPOTENCY_IN_FLIGHT", "retry: this key's first request failed")
+    assert first is not None  # keys are never freed
     if first["request_sha256"] != digest:
         raise ApiError(
             409,
@@ -125,13 +129,58 @@ async def _reserve_key(
             "this idempotency key was used for a different request",
             {"job_id": job_id},
         )
+    return _duplicate(job_id, first["status"])
+
+
+def _duplicate(job_id: str, status: str | None) -> JSONResponse:
     body = {
         "job_id": job_id,
-        "status": first["status"] or "QUEUED",
+        "status": status or "QUEUED",
         "duplicate": True,
         "links": _links(job_id),
     }
     return JSONResponse(body, status_code=200)
+
+
+async def _accept(
+    pool: asyncpg.Pool, record: dict[str, Any], raw: bytes, submission: JobSubmission
+) -> JSONResponse | None:
+    """Make the request durable before anyone hears of it; a retry gets its first answer.
+
+    The key's reservation and the request's row in the outbox commit together: once this
+    returns None, the job will run even if the broker never hears of it from this process.
+    """
+    job_id, tenant, key = record["job_id"], record["tenant"], submission.idempotency_key
+    async with pool.acquire() as conn, conn.transaction():
+        if key is not None:
+            duplicate = await _reserve_key(conn, tenant, key, job_id, submission)
+            if duplicate is not None:
+                return duplicate
+        stored = await conn.fetchval(
+            "INSERT INTO request_outbox (job_id, tenant, request) VALUES ($1, $2, $3) "
+            "ON CONFLICT (job_id) DO NOTHING RETURNING true",
+            uuid.UUID(job_id),
+            tenant,
+            raw,
+        )
+        if stored:
+            return None
+        # The key's job id was first used by a system producing straight into Kafka.
+        first = await conn.fetchrow(
+            "SELECT o.request, j.status FROM request_outbox o "
+            "LEFT JOIN jobs j ON j.job_id = o.job_id WHERE o.job_id = $1",
+            uuid.UUID(job_id),
+        )
+    assert first is not None
+    _, earlier = default_codec().decode(first["request"])
+    if request_digest(earlier) != request_digest(record):
+        raise ApiError(
+            409,
+            "IDEMPOTENCY_CONFLICT",
+            "this idempotency key's job was requested with a different body",
+            {"job_id": job_id},
+        )
+    return _duplicate(job_id, first["status"])
 
 
 async def submit_job(request: Request) -> JSONResponse:
@@ -154,30 +203,19 @@ async def submit_job(request: Request) -> JSONResponse:
         status = 413 if plan.code == "REQUEST_TOO_LARGE" else 422
         raise ApiError(status, plan.code, plan.message, plan.details)
     job_id = record["job_id"]
-    key = submission.idempotency_key
-    if key is not None:
-        duplicate = await _reserve_key(state.pool, tenant, key, job_id, submission)
-        if duplicate is not None:
-            return duplicate
     try:
-        await asyncio.wait_for(
-            publisher.publish([Outgoing(settings.topics.requests, "JobRequested", record)]),
-            PUBLISH_TIMEOUT_S,
-        )
+        outgoing = publisher.encoded(Outgoing(settings.topics.requests, "JobRequested", record))
+    except ValueError as error:
+        raise ApiError(413, "REQUEST_TOO_LARGE", str(error)) from None
+    assert outgoing.raw is not None
+    answered = await _accept(state.pool, record, outgoing.raw, submission)
+    if answered is not None:
+        return answered
+    try:
+        await asyncio.wait_for(publisher.publish([outgoing]), PUBLISH_WAIT_S)
     except (TimeoutError, KafkaError) as error:
-        if key is not None:
-            # Not queued: free the key so that the client's retry queues the job.
-            await state.pool.execute(
-                "DELETE FROM idempotency_keys WHERE tenant = $1 AND idempotency_key = $2",
-                tenant,
-                key,
-            )
-        raise ApiError(
-            503,
-            "BROKER_UNAVAILABLE",
-            "the job could not be queued; retry (with the same idempotency key)",
-            {"reason": type(error).__name__},
-        ) from None
+        # Accepted all the same: the outbox relay publishes it once the broker is back.
+        log.warning("job %s is accepted but not on the broker yet (%r)", job_id, error)
     body = {"job_id": job_id, "status": "QUEUED", "stages": list(plan), "links": _links(job_id)}
     return JSONResponse(body, status_code=202, headers={"Location": f"/jobs/{job_id}"})
 

@@ -261,6 +261,8 @@ class Batch:
     messages: int = field(default=0, init=False)
     undecodable: int = field(default=0, init=False)
     repeated: int = field(default=0, init=False)
+    # (job id, tenant, bytes as sent) of every JobRequested, for the request outbox.
+    requests: list[tuple[str, str, bytes]] = field(default_factory=list, init=False)
     _event_ids: set[str] = field(default_factory=set, init=False, repr=False)
     _latest: datetime | None = field(default=None, init=False, repr=False)
     # Set by an event whose causal neighbours went to another topic: a progress event (its
@@ -323,3 +325,5 @@ class Batch:
             return
         self._event_ids.add(event_id)
         self.rows.append(row)
+        if event_type == "JobRequested" and value is not None:
+            self.requests.append((row[2], row[4], value))

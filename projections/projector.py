@@ -19,6 +19,7 @@ from projections.batch import Batch
 from projections.migrate import migrate
 from projections.writer import NOTIFY_CHANNEL, Applied, ProjectionWriter
 from schemas.codec import Codec, default_codec
+from streams.generation import broker_state
 from streams.settings import Settings
 
 __all__ = ["NOTIFY_CHANNEL", "Projector", "ProjectorStats", "run_projector"]
@@ -43,6 +44,10 @@ _DATABASE_LOST = (
 )
 
 log = logging.getLogger(__name__)
+
+
+class GenerationChanged(Exception):
+    """The broker under the projector started a new log: the session starts over."""
 
 
 @dataclass
@@ -81,6 +86,8 @@ class Projector:
         while not stop.is_set():
             try:
                 await self._session(stop)
+            except GenerationChanged as change:
+                log.warning("projector %s: %s; starting a new session", self.name, change)
             except _DATABASE_LOST as exc:
                 if stop.is_set():
                     break
@@ -106,12 +113,24 @@ class Projector:
         try:
             if not await self._hold_lock(conn, stop):
                 return
-            writer = ProjectionWriter(conn, self.name)
-            await writer.prepare()
             await consumer.start()
             partitions = await self._partitions(consumer, stop)
             if not partitions:
                 return
+            # aiokafka has no public handle on the consumer's connections; this one asks the
+            # broker that serves the fetches.
+            generation = (await broker_state(consumer._client)).generation
+            writer = ProjectionWriter(conn, self.name, generation)
+            await writer.prepare()
+            left = await writer.enter_generation()
+            if left is not None:
+                log.warning(
+                    "projector %s: the broker started a new log (generation %s, was %s); "
+                    "every partition is read from its start",
+                    self.name,
+                    generation,
+                    left,
+                )
             consumer.assign(partitions)
             stored = await writer.offsets()
             for tp in partitions:
@@ -139,6 +158,7 @@ class Projector:
         try:
             while not stop.is_set():
                 batch = await self._collect(consumer, stop)
+                await self._check_log(consumer, writer.generation, bool(len(batch)))
                 if writing is not None:
                     self.stats.count(written, await writing)
                     writing = None
@@ -153,6 +173,30 @@ class Projector:
                 writing.cancel()
                 with contextlib.suppress(BaseException):
                     await writing
+
+    async def _check_log(self, consumer: AIOKafkaConsumer, generation: str, fetched: bool) -> None:
+        """Raise GenerationChanged unless the log read is still the one the offsets point into.
+
+        Run after a fetch and before its batch commits: what came from another generation is
+        never committed. A partition whose position is past its end (a topic created again)
+        starts over, said in the log; duplicates are dropped by event id.
+        """
+        if fetched:
+            now = (await broker_state(consumer._client)).generation
+            if now != generation:
+                raise GenerationChanged(f"broker generation changed from {generation} to {now}")
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is not None and await consumer.position(tp) > end:
+                log.warning(
+                    "projector %s: %s[%d] ends at %d, before the stored offset; reading it "
+                    "from its start",
+                    self.name,
+                    tp.topic,
+                    tp.partition,
+                    end,
+                )
+                await consumer.seek_to_beginning(tp)
 
     async def _hold_lock(self, conn: asyncpg.Connection, stop: asyncio.Event) -> bool:
         """Wait to be the only projector of this name; False if asked to stop first."""

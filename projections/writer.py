@@ -30,16 +30,53 @@ class Applied:
     max_seq: int | None
 
 
-class ProjectionWriter:
-    """Applies batches through one connection; `projector` names whose offsets are stored."""
+# Requests read from the log are in the outbox (the API's are already there): a job not finished
+# when this generation ends can be published again from it. The first body of a job id stays.
+_RECORD_REQUESTS = """
+INSERT INTO request_outbox AS o (job_id, tenant, request, published_generation, published_at)
+SELECT r.job_id, r.tenant, r.request, $4, now()
+FROM unnest($1::uuid[], $2::text[], $3::bytea[]) AS r(job_id, tenant, request)
+ON CONFLICT (job_id) DO UPDATE
+    SET published_generation = EXCLUDED.published_generation, published_at = now()
+    WHERE o.published_generation IS DISTINCT FROM EXCLUDED.published_generation
+"""
 
-    def __init__(self, conn: asyncpg.Connection, projector: str) -> None:
+
+class ProjectionWriter:
+    """Applies batches through one connection; `projector` names whose offsets are stored.
+
+    `generation` is the broker generation the batches are read from (streams/generation.py).
+    """
+
+    def __init__(self, conn: asyncpg.Connection, projector: str, generation: str) -> None:
         self._conn = conn
         self._projector = projector
+        self.generation = generation
 
     async def prepare(self) -> None:
         """Create this connection's staging tables."""
         await self._conn.execute(SESSION_TABLES)
+
+    async def enter_generation(self) -> str | None:
+        """Forget offsets stored in another generation; return that generation, if any."""
+        async with self._conn.transaction():
+            left: str | None = await self._conn.fetchval(
+                "SELECT generation FROM projector_generations WHERE projector = $1 FOR UPDATE",
+                self._projector,
+            )
+            if left == self.generation:
+                return None
+            await self._conn.execute(
+                "DELETE FROM projection_offsets WHERE projector = $1", self._projector
+            )
+            await self._conn.execute(
+                "INSERT INTO projector_generations (projector, generation) VALUES ($1, $2) "
+                "ON CONFLICT (projector) DO UPDATE "
+                "SET generation = EXCLUDED.generation, updated_at = now()",
+                self._projector,
+                self.generation,
+            )
+        return left
 
     async def offsets(self) -> dict[tuple[str, int], int]:
         """The next offset to read for every partition this projector has stored."""
@@ -69,6 +106,11 @@ class ProjectionWriter:
                 partitions,
                 next_offsets,
             )
+            if batch.requests:
+                job_ids, tenants, requests = zip(*batch.requests, strict=True)
+                await self._conn.execute(
+                    _RECORD_REQUESTS, job_ids, tenants, requests, self.generation
+                )
         assert result is not None
         fresh: int = result["applied"]
         return Applied(fresh, len(batch.rows) - fresh + batch.repeated, result["last_seq"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -12,11 +13,19 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from schemas.codec import Codec, default_codec
 from streams.dispatcher import Dispatcher
+from streams.dispatches import DispatchLedger
 from streams.envelope import Origin
 from streams.intake import Intake
 from streams.producer import EventPublisher
 from streams.runner import StageLogic, StageRunner
 from streams.settings import Settings
+
+# How often a worker asks the broker which generation it is (see streams/generation.py).
+GENERATION_CHECK_S = 1.0
+# The exit status of a worker that left a broker generation behind (EX_TEMPFAIL).
+GENERATION_CHANGED_EXIT = 75
+
+log = logging.getLogger(__name__)
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -44,20 +53,46 @@ class StageApp(faust.App):
 
     fetch_max_wait_ms = 500
     publisher: EventPublisher | None = None
+    ledger: DispatchLedger | None = None
 
     async def on_start(self) -> None:
         await super().on_start()
         if self.publisher is not None:
             await self.publisher.start()
+        if self.ledger is not None:
+            await self.ledger.start()
 
     async def on_shutdown(self) -> None:
         # After the agents stopped: nothing publishes any more.
         await super().on_shutdown()
         if self.publisher is not None:
             await self.publisher.stop()
+        if self.ledger is not None:
+            await self.ledger.stop()
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
+
+
+async def leave_if_generation_changed(publisher: EventPublisher) -> None:
+    """Exit at once when the broker started a new log under this worker.
+
+    faust remembers the offsets it read and drops messages below them, so in a new log it
+    would skip work; and a graceful stop would commit those offsets. Exiting without a word
+    to the broker is the safe way: the supervisor starts a fresh worker in the new log.
+    """
+    try:
+        state = await publisher.broker_state()
+    except Exception:  # the broker is away: nothing to compare yet
+        return
+    if publisher.generation and state.generation != publisher.generation:
+        log.error(
+            "broker generation changed (%s -> %s); exiting so a fresh worker takes over",
+            publisher.generation,
+            state.generation,
+        )
+        logging.shutdown()
+        os._exit(GENERATION_CHANGED_EXIT)
 
 
 def stage_logic_registry() -> dict[str, StageLogic]:
@@ -125,8 +160,15 @@ def build_app(
     missing = [name for name in settings.enabled_stages if name not in logic]
     if missing:
         raise RuntimeError(f"stage(s) {missing} are enabled but not built in this version")
+
+    async def _same_generation() -> None:
+        await leave_if_generation_changed(publisher)
+
+    app.timer(GENERATION_CHECK_S)(_same_generation)
+
     if dispatcher:
-        handler = Dispatcher(publisher, settings).handle
+        app.ledger = DispatchLedger(settings.require_database())
+        handler = Dispatcher(publisher, settings, app.ledger).handle
         intake = Intake("JobRequested", handler, publisher, codec, settings)
         add_agent("dispatcher", settings.topics.requests, intake)
     for name in settings.enabled_stages:

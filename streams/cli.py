@@ -35,11 +35,8 @@ def _supervise(launcher: Launcher) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(1.0):
-        for name, code in launcher.revive():
-            print(
-                f"{name} exited with {code}; restarted (log: {launcher.state_dir}/{name}.log)",
-                flush=True,
-            )
+        for line in launcher.revive():
+            print(line, flush=True)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

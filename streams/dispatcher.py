@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.dispatches import Claim, DispatchLedger
 from streams.envelope import envelope, error_info
 from streams.producer import EventPublisher, Outgoing, event_id_for
 from streams.settings import STAGES, Settings
@@ -16,6 +19,22 @@ TARGETS = ("pytorch", "tensorflow")
 MODEL_STAGES = ("parse", "compile", "codegen")
 OPTIONAL_MODEL_STAGES = ("execute", "train")
 IDEMPOTENCY_NAMESPACE = uuid.UUID("0d6c3a43-52a8-4e8c-b7b8-0e0a1f4f7d21")
+# What a request asks for; its event id, time and source may differ between copies of it.
+REQUEST_FIELDS = (
+    "job_id",
+    "tenant",
+    "kind",
+    "dsl",
+    "code",
+    "target",
+    "stages",
+    "train",
+    "limits",
+    "labels",
+    "idempotency_key",
+)
+
+log = logging.getLogger(__name__)
 
 
 def job_id_for(tenant: str, idempotency_key: str) -> str:
@@ -115,6 +134,25 @@ def job_spec(request: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def request_digest(request: Mapping[str, Any]) -> str:
+    """Equal for two copies of one request, different for two requests under one job id."""
+    asked = {name: request.get(name) for name in REQUEST_FIELDS}
+    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
+
+
+def conflict(request: Mapping[str, Any], source: str, settings: Settings) -> Outgoing:
+    """JobRejected for a request reusing a job id with another body; the first job goes on."""
+    job_id, digest = request["job_id"], request_digest(request)
+    rejected = envelope(job_id, request["tenant"], source, event_id_for(job_id, "conflict", digest))
+    rejected["error"] = error_info(
+        "IDEMPOTENCY_CONFLICT",
+        "another request with this job id and a different body was already dispatched; "
+        "this one is not run",
+        {"request_sha256": digest, "event_id": request.get("event_id")},
+    )
+    return Outgoing(settings.topics.events, "JobRejected", rejected)
+
+
 def decide(request: Mapping[str, Any], settings: Settings, source: str) -> list[Outgoing]:
     """JobAccepted and the first StageCommand, or JobRejected; the same request, the same ids."""
     job_id, tenant = request["job_id"], request["tenant"]
@@ -147,14 +185,30 @@ def decide(request: Mapping[str, Any], settings: Settings, source: str) -> list[
 
 
 class Dispatcher:
-    """Consumes requests; publishes JobAccepted and the first StageCommand, or JobRejected."""
+    """Consumes requests; publishes JobAccepted and the first StageCommand, or JobRejected.
 
-    def __init__(self, publisher: EventPublisher, settings: Settings) -> None:
+    A job id is dispatched once per broker generation: a copy of a request already
+    dispatched is dropped, a different request under that id is rejected as a conflict.
+    """
+
+    def __init__(
+        self, publisher: EventPublisher, settings: Settings, ledger: DispatchLedger
+    ) -> None:
         self.publisher = publisher
         self.settings = settings
+        self.ledger = ledger
         self.source = f"{settings.source}.dispatcher"
 
     async def handle(self, record: Mapping[str, Any]) -> None:
+        job_id = record["job_id"]
+        claim = await self.ledger.claim(job_id, request_digest(record), self.publisher.generation)
+        if claim is Claim.DUPLICATE:
+            log.info("job %s was already dispatched; a copy of its request is dropped", job_id)
+            return
+        if claim is Claim.CONFLICT:
+            await self.publisher.publish([conflict(record, self.source, self.settings)])
+            return
         # Events first, then the command: the feed must show JobAccepted before any stage starts.
         for outgoing in decide(record, self.settings, self.source):
             await self.publisher.publish([outgoing])
+        await self.ledger.dispatched(job_id)

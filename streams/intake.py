@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+
+import asyncpg
+from aiokafka.errors import KafkaError
 
 from schemas.codec import Codec, DecodeError
 from streams.envelope import Origin, dead_letter
@@ -14,6 +18,22 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[None]]
+
+# An outage, not the message's fault: the broker or the database is away for a while. The
+# handling is retried (every event it publishes has a deterministic id, so a repeat is
+# harmless) instead of failing the job or dead-lettering a good message.
+TRANSIENT = (
+    KafkaError,
+    ConnectionError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.InterfaceError,
+)
+_RETRY_FIRST_S = 0.2
+_RETRY_MAX_S = 5.0
 
 
 class Refused(Exception):
@@ -43,11 +63,33 @@ class Intake:
         self.settings = settings
 
     async def receive(self, origin: Origin) -> None:
+        """Handle one message; outages are waited out, everything else ends here."""
+        delay = _RETRY_FIRST_S
+        while True:
+            try:
+                await self._receive_once(origin)
+                return
+            except TRANSIENT as error:
+                log.warning(
+                    "%s at %s/%d/%d waits for the outage to end (%s: %s)",
+                    self.expected,
+                    origin.topic,
+                    origin.partition,
+                    origin.offset,
+                    type(error).__name__,
+                    error,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+
+    async def _receive_once(self, origin: Origin) -> None:
         try:
             event_type, record = self.codec.decode(origin.value)
             if event_type != self.expected:
                 raise Refused("WRONG_EVENT", f"expected {self.expected}, got {event_type}")
             await self.handler(record)
+        except TRANSIENT:
+            raise
         except DecodeError as error:
             await self._dead_letter(origin, error.code, str(error))
         except Refused as refusal:

@@ -172,19 +172,42 @@ class Launcher:
         }
         self.stack_file.write_text(json.dumps(info, indent=2))
 
-    def revive(self) -> list[tuple[str, int]]:
-        """Restart every process that died; return (name, exit code) of each."""
+    def revive(self) -> list[str]:
+        """Restart every server and process that died; say what was restarted and why."""
+        said = []
+        database, broker = self.database, self.broker
+        if database is not None and database.exit_code is not None:
+            code = database.exit_code
+            database.start()
+            said.append(f"postgres exited with {code}; restarted (log: {database.log_path})")
+        if broker is not None and broker.exit_code is not None:
+            code = broker.exit_code
+            # The worker goes first: with the old log's offsets it would skip work in the new.
+            self._kill("worker")
+            broker.start()
+            asyncio.run(ensure_topics(self.settings))
+            said.append(
+                f"broker exited with {code}; restarted as generation {broker.cluster_id}, topics "
+                f"created again; unfinished jobs are published again (log: {broker.log_path})"
+            )
         dead = [
             (name, proc.returncode)
             for name, proc in self.children.items()
             if proc.poll() is not None
         ]
-        for name, _ in dead:
+        for name, code in dead:
             self.settings.worker_ready_file(self.children[name].pid).unlink(missing_ok=True)
             self.spawn(name)
-        if dead:
+            said.append(f"{name} exited with {code}; restarted (log: {self.state_dir}/{name}.log)")
+        if said:
             self.write_stack_file()
-        return dead
+        return said
+
+    def _kill(self, name: str) -> None:
+        proc = self.children.get(name)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
     def stop(self) -> None:
         """Stop the processes, then the servers; nothing it started is left running."""

