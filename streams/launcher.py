@@ -170,7 +170,10 @@ class Launcher:
             "launcher_pid": os.getpid(),
             "pids": pids,
         }
-        self.stack_file.write_text(json.dumps(info, indent=2))
+        # Replaced in one rename: a reader never sees half a file.
+        partial = self.stack_file.with_suffix(".json.partial")
+        partial.write_text(json.dumps(info, indent=2))
+        partial.replace(self.stack_file)
 
     def revive(self) -> list[str]:
         """Restart every server and process that died; say what was restarted and why."""
