@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from projections.batch import Batch
 from projections.migrate import migrate
@@ -88,6 +89,12 @@ class Projector:
                 await self._session(stop)
             except GenerationChanged as change:
                 log.warning("projector %s: %s; starting a new session", self.name, change)
+            except KafkaError as exc:
+                if stop.is_set():
+                    break
+                log.warning("projector %s lost the broker (%r); resuming", self.name, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), _RECONNECT_DELAY_S)
             except _DATABASE_LOST as exc:
                 if stop.is_set():
                     break
