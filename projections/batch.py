@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from schemas.codec import Codec, DecodeError
+from streams.envelope import Origin
 
 # The fields of the `staged_event` type (migrations/002), in the order of every row tuple.
 STAGED_COLUMNS = (
@@ -59,6 +60,15 @@ log = logging.getLogger(__name__)
 
 class MalformedEvent(ValueError):
     """A decodable event the projection still cannot store (e.g. a timestamp out of range)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unstorable:
+    """A consumed message the projection could not store, and why: what a dead letter needs."""
+
+    origin: Origin
+    code: str
+    reason: str
 
 
 def jsonb_text(value: Any) -> str:
@@ -260,6 +270,7 @@ class Batch:
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
     messages: int = field(default=0, init=False)
     undecodable: int = field(default=0, init=False)
+    unstorable: list[Unstorable] = field(default_factory=list, init=False)
     repeated: int = field(default=0, init=False)
     # (job id, tenant, bytes as sent) of every JobRequested, for the request outbox.
     requests: list[tuple[str, str, bytes]] = field(default_factory=list, init=False)
@@ -300,8 +311,15 @@ class Batch:
         except (DecodeError, MalformedEvent, KeyError):
             return None
 
-    def add(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
-        """Stage one message; bytes that are not a storable event are counted and skipped."""
+    def add(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        value: bytes | None,
+        key: bytes | None = None,
+    ) -> None:
+        """Stage one message; bytes that are not a storable event are kept in `unstorable`."""
         self.messages += 1
         self.next_offsets[(topic, partition)] = offset + 1
         try:
@@ -309,8 +327,11 @@ class Batch:
             row = staged_row(len(self.rows), topic, partition, offset, event_type, record)
         except (DecodeError, ValueError, KeyError, TypeError) as exc:
             self.undecodable += 1
-            # Dead-lettering belongs to the agents; the projector only must not stop here.
-            log.warning("skipped %s[%d]@%d: %s", topic, partition, offset, exc)
+            code = exc.code if isinstance(exc, DecodeError) else "MALFORMED_EVENT"
+            reason = str(exc) if isinstance(exc, DecodeError | MalformedEvent) else repr(exc)
+            origin = Origin(topic, partition, offset, key, value or b"")
+            self.unstorable.append(Unstorable(origin, code, reason))
+            log.warning("skipped %s[%d]@%d: %s", topic, partition, offset, reason)
             return
         if event_type in _PROGRESS_EVENTS or (
             event_type == "StageChanged" and record.get("reported", 0) > 0

@@ -2,6 +2,8 @@
 
 It reads without a consumer group and resumes from `projection_offsets`, which it writes in
 the same transaction as the rows, so a crash at any point neither loses nor doubles an event.
+No agent reads events and progress, so the live projector dead-letters what it cannot store
+there, before it commits the batch: a crash may repeat a letter (same event id), never lose one.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from projections.batch import Batch
 from projections.migrate import migrate
 from projections.writer import NOTIFY_CHANNEL, Applied, ProjectionWriter
 from schemas.codec import Codec, default_codec
+from streams.envelope import dead_letter
 from streams.generation import broker_state
+from streams.producer import EventPublisher
 from streams.settings import Settings
 
 __all__ = ["NOTIFY_CHANNEL", "Projector", "ProjectorStats", "run_projector"]
@@ -59,6 +63,7 @@ class ProjectorStats:
     applied: int = 0
     duplicates: int = 0
     undecodable: int = 0
+    dead_lettered: int = 0
     batches: int = 0
     last_seq: int | None = None
 
@@ -81,6 +86,10 @@ class Projector:
         self.name = name
         self.stats = ProjectorStats()
         self.topics = (settings.topics.requests, settings.topics.events, settings.topics.progress)
+        # Only the live projector dead-letters, so a replay does not repeat its letters; and
+        # not `requests`, whose bad messages the dispatcher (an Intake) dead-letters already.
+        self.publisher = EventPublisher(settings, codec) if name == "main" else None
+        self.dead_letter_topics = {settings.topics.events, settings.topics.progress}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Project until `stop` is set; lost database connections resume from stored offsets."""
@@ -163,6 +172,8 @@ class Projector:
         written = Batch(self.codec)
         writing: asyncio.Task[Applied] | None = None
         try:
+            if self.publisher is not None:
+                await self.publisher.start()
             while not stop.is_set():
                 batch = await self._collect(consumer, stop)
                 await self._check_log(consumer, writer.generation, bool(len(batch)))
@@ -170,7 +181,7 @@ class Projector:
                     self.stats.count(written, await writing)
                     writing = None
                 if len(batch):
-                    written, writing = batch, asyncio.create_task(writer.apply(batch))
+                    written, writing = batch, asyncio.create_task(self._write(writer, batch))
             if writing is not None:
                 self.stats.count(written, await writing)
                 writing = None
@@ -180,6 +191,20 @@ class Projector:
                 writing.cancel()
                 with contextlib.suppress(BaseException):
                     await writing
+            if self.publisher is not None:
+                await self.publisher.stop()
+
+    async def _write(self, writer: ProjectionWriter, batch: Batch) -> Applied:
+        """The batch's dead letters acknowledged first, then its rows and offsets committed."""
+        if self.publisher is not None:
+            letters = [
+                dead_letter(self.settings, item.origin, item.code, item.reason)
+                for item in batch.unstorable
+                if item.origin.topic in self.dead_letter_topics
+            ]
+            await self.publisher.publish(letters)
+            self.stats.dead_lettered += len(letters)
+        return await writer.apply(batch)
 
     async def _check_log(self, consumer: AIOKafkaConsumer, generation: str, fetched: bool) -> None:
         """Raise GenerationChanged unless the log read is still the one the offsets point into.
@@ -259,7 +284,7 @@ class Projector:
                 break
             for tp, messages in fetched.items():
                 for message in messages:
-                    batch.add(tp.topic, tp.partition, message.offset, message.value)
+                    batch.add(tp.topic, tp.partition, message.offset, message.value, message.key)
             # getmany returns without suspending when data is buffered: let the commit progress.
             await asyncio.sleep(0)
             if deadline is None:
@@ -299,7 +324,7 @@ class Projector:
                         consumer.seek(tp, message.offset)
                         open_.discard(tp)
                         break
-                    batch.add(tp.topic, tp.partition, message.offset, message.value)
+                    batch.add(tp.topic, tp.partition, message.offset, message.value, message.key)
                 else:
                     if await consumer.position(tp) >= ends[tp]:
                         open_.discard(tp)

@@ -12,13 +12,15 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from schemas.codec import Codec, default_codec
+from streams.control import ControlFeed, ControlListener
 from streams.dispatcher import Dispatcher
 from streams.dispatches import DispatchLedger
 from streams.envelope import Origin
 from streams.intake import Intake
 from streams.producer import EventPublisher
-from streams.runner import StageLogic, StageRunner
-from streams.settings import Settings
+from streams.runner import StageCommand, StageLogic, StageReporter, StageRunner
+from streams.settings import STAGES, Settings
+from streams.stage import Outcome, Problem, StageFailure
 
 # How often a worker asks the broker which generation it is (see streams/generation.py).
 GENERATION_CHECK_S = 1.0
@@ -49,11 +51,12 @@ class _Transport(faust_aiokafka.Transport):
 
 
 class StageApp(faust.App):
-    """A faust App whose consumer uses our fetch wait, and which owns our event publisher."""
+    """A faust App with our fetch wait, owning our event publisher and control feed."""
 
     fetch_max_wait_ms = 500
     publisher: EventPublisher | None = None
     ledger: DispatchLedger | None = None
+    control: ControlFeed | None = None
 
     async def on_start(self) -> None:
         await super().on_start()
@@ -61,10 +64,15 @@ class StageApp(faust.App):
             await self.publisher.start()
         if self.ledger is not None:
             await self.ledger.start()
+        # Before the group join: a worker that reports ready already hears every cancel.
+        if self.control is not None:
+            await self.control.start()
 
     async def on_shutdown(self) -> None:
         # After the agents stopped: nothing publishes any more.
         await super().on_shutdown()
+        if self.control is not None:
+            await self.control.stop()
         if self.publisher is not None:
             await self.publisher.stop()
         if self.ledger is not None:
@@ -102,6 +110,12 @@ def stage_logic_registry() -> dict[str, StageLogic]:
     from consumers.parse.agent import run as parse
 
     return {"parse": parse, "compile": compile_, "codegen": codegen}
+
+
+async def unavailable(command: StageCommand, reporter: StageReporter) -> Outcome:
+    """The logic of a stage this deployment does not run: its job fails instead of hanging."""
+    problem = Problem("STAGE_UNAVAILABLE", f"stage {command.stage!r} does not run here")
+    return StageFailure((problem,))
 
 
 def build_app(
@@ -145,15 +159,7 @@ def build_app(
 
         async def agent(stream: Any) -> None:
             async for event in stream.events():
-                message = event.message
-                origin = Origin(
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    message.key,
-                    message.value or b"",  # a tombstone is dead-lettered like any bad message
-                )
-                await intake.receive(origin)
+                await intake.receive(Origin.of(event.message))
 
         app.agent(topic, name=name, concurrency=settings.agent_concurrency)(agent)
 
@@ -171,10 +177,15 @@ def build_app(
         handler = Dispatcher(publisher, settings, app.ledger).handle
         intake = Intake("JobRequested", handler, publisher, codec, settings)
         add_agent("dispatcher", settings.topics.requests, intake)
-    for name in settings.enabled_stages:
-        runner = StageRunner(name, logic[name], publisher, settings)
+    for name in STAGES:
+        # A command for a stage not run here (sent straight to Kafka, or left by a deployment
+        # that ran it) fails its job visibly rather than waiting for a consumer forever.
+        stage = logic[name] if name in settings.enabled_stages else unavailable
+        runner = StageRunner(name, stage, publisher, settings)
         intake = Intake("StageCommand", runner.handle, publisher, codec, settings)
         add_agent(f"stage-{name}", settings.topics.stage(name), intake)
+    cancels = Intake("CancelRequested", ControlListener().handle, publisher, codec, settings)
+    app.control = ControlFeed(settings, cancels)
     return app
 
 

@@ -21,6 +21,17 @@ class Origin:
     key: bytes | None
     value: bytes
 
+    @classmethod
+    def of(cls, message: Any) -> Origin:
+        """The origin of a consumed message (aiokafka's or faust's: both name the same fields)."""
+        return cls(
+            message.topic,
+            message.partition,
+            message.offset,
+            message.key,
+            message.value or b"",  # a tombstone is dead-lettered like any bad message
+        )
+
 
 def envelope(job_id: str, tenant: str, source: str, event_id: str) -> dict[str, Any]:
     """The common fields of ARCHITECTURE.md's wire format."""
@@ -33,11 +44,27 @@ def envelope(job_id: str, tenant: str, source: str, event_id: str) -> dict[str, 
     }
 
 
+# Room for a DeadLetter's own fields (the reason included) around the original key and value.
+_LETTER_ROOM = 2048
+_REASON_LIMIT = 500
+
+
 def dead_letter(settings: Settings, origin: Origin, error_code: str, reason: str) -> Outgoing:
-    """A DeadLetter keeping the original bytes, where they came from, and why they were refused."""
+    """A DeadLetter keeping the original bytes, where they came from, and why they were refused.
+
+    The event id follows from the origin and the bytes, so a letter published again after a
+    crash is recognisably the same letter.
+    """
     fingerprint = hashlib.sha256(
         f"{origin.topic}/{origin.partition}/{origin.offset}".encode() + origin.value
     ).hexdigest()
+    reason = reason[:_REASON_LIMIT]
+    value = origin.value
+    if len(value) + len(origin.key or b"") + _LETTER_ROOM > settings.max_message_bytes:
+        # A letter the broker refuses would stop whoever publishes it, at every retry.
+        digest = hashlib.sha256(value).hexdigest()
+        reason += f" (the {len(value)}-byte value, sha256 {digest}, is too big to keep)"
+        value = b""
     record = envelope(
         "", settings.default_tenant, settings.source, event_id_for("dlq", fingerprint)
     )
@@ -46,7 +73,7 @@ def dead_letter(settings: Settings, origin: Origin, error_code: str, reason: str
         source_partition=origin.partition,
         source_offset=origin.offset,
         key=origin.key,
-        value=origin.value,
+        value=value,
         reason=reason,
         error_code=error_code,
     )

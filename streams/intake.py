@@ -105,4 +105,4 @@ class Intake:
             await self._dead_letter(origin, "HANDLER_CRASHED", f"{type(error).__name__}: {error}")
 
     async def _dead_letter(self, origin: Origin, code: str, reason: str) -> None:
-        await self.publisher.publish([dead_letter(self.settings, origin, code, reason[:500])])
+        await self.publisher.publish([dead_letter(self.settings, origin, code, reason)])

@@ -102,6 +102,36 @@ def test_batch_skips_undecodable_bytes_and_repeats_but_moves_every_offset() -> N
     assert batch.next_offsets == {("events", 0): 12, ("events", 1): 5}
 
 
+def test_batch_keeps_what_it_cannot_store_with_its_key_and_a_code() -> None:
+    codec = default_codec()
+    valid = codec.encode("CancelRequested", common(reason="stop"))
+    far_future = codec.encode("CancelRequested", common(occurred_at=10**17, reason=""))
+    unknown = b"\xc3\x01" + b"\x00" * 8 + b"body"
+    batch = Batch(codec)
+    batch.add("events", 0, 0, b"garbage", b"k0")
+    batch.add("events", 0, 1, valid[:-3], b"k1")
+    batch.add("progress", 2, 7, unknown, None)
+    batch.add("progress", 2, 8, far_future, b"k3")
+    batch.add("progress", 2, 9, valid, b"k4")
+    batch.add("events", 0, 2, None)
+    kept = [
+        (item.origin.topic, item.origin.partition, item.origin.offset, item.origin.key, item.code)
+        for item in batch.unstorable
+    ]
+    assert kept == [
+        ("events", 0, 0, b"k0", "BAD_MARKER"),
+        ("events", 0, 1, b"k1", "TRUNCATED"),
+        ("progress", 2, 7, None, "UNKNOWN_FINGERPRINT"),
+        ("progress", 2, 8, b"k3", "MALFORMED_EVENT"),
+        ("events", 0, 2, None, "TRUNCATED"),
+    ]
+    values = [item.origin.value for item in batch.unstorable]
+    assert values == [b"garbage", valid[:-3], unknown, far_future, b""]
+    assert "out of range" in batch.unstorable[3].reason
+    assert all(item.reason for item in batch.unstorable)
+    assert (len(batch.rows), batch.undecodable) == (1, 5)
+
+
 def feed_of(batch: Batch) -> list[str]:
     rows = batch.in_feed_order()
     assert [column(row, "ord") for row in rows] == list(range(len(rows)))
