@@ -275,6 +275,7 @@ class Batch:
     # (job id, tenant, bytes as sent) of every JobRequested, for the request outbox.
     requests: list[tuple[str, str, bytes]] = field(default_factory=list, init=False)
     _event_ids: set[str] = field(default_factory=set, init=False, repr=False)
+    _requested: set[str] = field(default_factory=set, init=False, repr=False)
     _latest: datetime | None = field(default=None, init=False, repr=False)
     # Set by an event whose causal neighbours went to another topic: a progress event (its
     # STARTED is on the events topic) or an outcome that counts progress before it.
@@ -346,5 +347,7 @@ class Batch:
             return
         self._event_ids.add(event_id)
         self.rows.append(row)
-        if event_type == "JobRequested" and value is not None:
+        if event_type == "JobRequested" and value is not None and row[2] not in self._requested:
+            # The first body of a job id is the one kept; a copy under another event id is not.
+            self._requested.add(row[2])
             self.requests.append((row[2], row[4], value))

@@ -68,6 +68,30 @@ def test_a_request_is_not_in_the_feed_but_its_spec_is_kept() -> None:
     assert column(row, "idempotency_key") == "k"
 
 
+def test_copies_of_a_request_under_other_event_ids_keep_the_first_body_once() -> None:
+    codec = default_codec()
+    first = common(
+        kind="MODEL",
+        dsl="network A {}",
+        code=None,
+        target="pytorch",
+        stages=[],
+        train=None,
+        limits=None,
+        labels={},
+        idempotency_key=None,
+    )
+    copy = first | {"event_id": str(uuid.uuid4()), "dsl": "network B {}"}
+    batch = Batch(codec)
+    for offset, record in enumerate((first, copy, first)):
+        batch.add("requests", 0, offset, codec.encode("JobRequested", record))
+    # One outbox row per job id: the batch's upsert may not touch a row twice.
+    assert [(job, body) for job, _, body in batch.requests] == [
+        (first["job_id"], codec.encode("JobRequested", first))
+    ]
+    assert (len(batch.rows), batch.repeated) == (2, 1)
+
+
 def test_stage_summaries_and_error_details_become_json_documents() -> None:
     error = {"code": "DSL_SHAPE", "message": "too small", "details": '{"line": 7}'}
     record = common(
