@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import heapq
 import json
 import logging
 import math
@@ -12,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from projections.feed_order import PROGRESS_EVENTS, FeedMerge
 from schemas.codec import Codec, DecodeError
 from streams.envelope import Origin
 
@@ -242,23 +242,8 @@ def staged_row(
 
 _TOPIC = STAGED_COLUMNS.index("topic")
 _PARTITION = STAGED_COLUMNS.index("partition")
-_TYPE = STAGED_COLUMNS.index("type")
-_STATUS = STAGED_COLUMNS.index("status")
 _OCCURRED_AT = STAGED_COLUMNS.index("occurred_at")
-_OPENINGS = frozenset({"JobRequested", "JobAccepted"})
-_PROGRESS_EVENTS = frozenset({"ProgressReported", "LogEmitted", "MetricRecorded", "ArtifactStored"})
-_OUTCOMES = frozenset({"JobFinished", "JobRejected"})
-
-
-def _feed_position(row: StagedRow) -> tuple[datetime, int, int]:
-    event_type = row[_TYPE]
-    if event_type in _OPENINGS or (event_type == "StageChanged" and row[_STATUS] == "STARTED"):
-        phase = 0
-    elif event_type in _OUTCOMES or event_type == "StageChanged":
-        phase = 2
-    else:
-        phase = 1
-    return row[_OCCURRED_AT], phase, row[0]
+_MERGE = FeedMerge(STAGED_COLUMNS)
 
 
 @dataclass
@@ -277,6 +262,14 @@ class Batch:
     _event_ids: set[str] = field(default_factory=set, init=False, repr=False)
     _requested: set[str] = field(default_factory=set, init=False, repr=False)
     _latest: datetime | None = field(default=None, init=False, repr=False)
+    # Every message as consumed, (topic, partition, offset, key, value, event time), for trim().
+    _consumed: list[tuple[str, int, int, bytes | None, bytes | None, datetime | None]] = field(
+        default_factory=list, init=False, repr=False
+    )
+    # Per partition, the event time of the first decodable message read, and the latest:
+    # whatever was appended before a message not read yet happened before `reached`.
+    began: dict[tuple[str, int], datetime] = field(default_factory=dict, init=False)
+    reached: dict[tuple[str, int], datetime] = field(default_factory=dict, init=False)
     # Set by an event whose causal neighbours went to another topic: a progress event (its
     # STARTED is on the events topic) or an outcome that counts progress before it.
     needs_cut: bool = field(default=False, init=False)
@@ -285,19 +278,38 @@ class Batch:
         return self.messages
 
     def in_feed_order(self) -> list[StagedRow]:
-        """The rows in the order their seq numbers will follow.
+        """The rows in the order their seq numbers will follow (see projections/feed_order.py).
 
         Consumption order groups rows by partition, so a job's progress events (their own
-        topic) could land after its JobFinished and never reach a feed that ends there. The
-        runner sends them before the stage's outcome, so time orders them across partitions;
-        within one millisecond, openings go first and outcomes last. Within a partition the
-        log's order stands, whatever the clocks of the producers say.
+        topic) could land after its JobFinished and never reach a feed that ends there.
         """
         by_partition: dict[tuple[str, int], list[StagedRow]] = {}
         for row in self.rows:
             by_partition.setdefault((row[_TOPIC], row[_PARTITION]), []).append(row)
-        merged = heapq.merge(*by_partition.values(), key=_feed_position)
+        merged = _MERGE.order(by_partition.values())
         return [(position, *row[1:]) for position, row in enumerate(merged)]
+
+    def trimmed(self, cut: datetime) -> tuple[Batch, dict[tuple[str, int], int]]:
+        """This batch without, in each partition, the first event at or after `cut` and all
+        that follows it; and the offset each shortened partition must be read from again.
+
+        For a consistent cut that could not be read to its end in time: when one partition
+        was read only up to `cut`, events at `cut` or later elsewhere may follow what it has
+        not given yet, so they wait for the next batch.
+        """
+        kept = Batch(self.codec)
+        resume: dict[tuple[str, int], int] = {}
+        for topic, partition, offset, key, value, occurred_at in self._consumed:
+            tp = (topic, partition)
+            if tp not in resume and occurred_at is not None and occurred_at >= cut:
+                resume[tp] = offset
+            if tp not in resume:
+                kept.add(topic, partition, offset, value, key)
+        return kept, resume
+
+    def starts_before(self, cut: datetime) -> bool:
+        """Whether trimmed(cut) keeps something: some partition's first event is before it."""
+        return any(first < cut for first in self.began.values())
 
     @property
     def latest(self) -> datetime | None:
@@ -327,6 +339,7 @@ class Batch:
             event_type, record = self.codec.decode(value or b"")
             row = staged_row(len(self.rows), topic, partition, offset, event_type, record)
         except (DecodeError, ValueError, KeyError, TypeError) as exc:
+            self._consumed.append((topic, partition, offset, key, value, None))
             self.undecodable += 1
             code = exc.code if isinstance(exc, DecodeError) else "MALFORMED_EVENT"
             reason = str(exc) if isinstance(exc, DecodeError | MalformedEvent) else repr(exc)
@@ -334,11 +347,17 @@ class Batch:
             self.unstorable.append(Unstorable(origin, code, reason))
             log.warning("skipped %s[%d]@%d: %s", topic, partition, offset, reason)
             return
-        if event_type in _PROGRESS_EVENTS or (
+        if event_type in PROGRESS_EVENTS or (
             event_type == "StageChanged" and record.get("reported", 0) > 0
         ):
             self.needs_cut = True
         occurred_at: datetime = row[_OCCURRED_AT]
+        self._consumed.append((topic, partition, offset, key, value, occurred_at))
+        tp = (topic, partition)
+        self.began.setdefault(tp, occurred_at)
+        reached = self.reached.get(tp)
+        if reached is None or occurred_at > reached:
+            self.reached[tp] = occurred_at
         if self._latest is None or occurred_at > self._latest:
             self._latest = occurred_at
         event_id = row[1]

@@ -89,7 +89,8 @@ class Projector:
         # Only the live projector dead-letters, so a replay does not repeat its letters; and
         # not `requests`, whose bad messages the dispatcher (an Intake) dead-letters already.
         self.publisher = EventPublisher(settings, codec) if name == "main" else None
-        self.dead_letter_topics = {settings.topics.events, settings.topics.progress}
+        self.feed_topics = {settings.topics.events, settings.topics.progress}
+        self.dead_letter_topics = self.feed_topics
 
     async def run(self, stop: asyncio.Event) -> None:
         """Project until `stop` is set; lost database connections resume from stored offsets."""
@@ -290,12 +291,12 @@ class Projector:
             if deadline is None:
                 deadline = loop.time() + linger
         if batch.needs_cut:
-            await self._read_to_cut(consumer, batch, stop)
+            return await self._read_to_cut(consumer, batch, stop)
         return batch
 
     async def _read_to_cut(
         self, consumer: AIOKafkaConsumer, batch: Batch, stop: asyncio.Event
-    ) -> None:
+    ) -> Batch:
         """Read the other partitions up to the batch's latest event time: a consistent cut.
 
         Whatever was published before an event in the batch is then in the batch too (a
@@ -303,19 +304,35 @@ class Projector:
         topic it went to; `Batch.in_feed_order` then puts them in order. A partition is
         read until it ends (as it ends now) or reaches a later event, which is left for the
         next batch; the cut adds at most one batch size, so a backlog is not swallowed whole.
+        When that is not enough (a backlog, a rebuild), the cut moves back to where the slowest
+        partition got and what lies at or past it waits for the next batch.
         """
         cut = batch.latest
         if cut is None:
-            return
-        partitions = list(consumer.assignment())
-        ends = await consumer.end_offsets(partitions)
+            return batch
+        # Requests are not in any feed: nothing in a feed waits for one.
+        partitions = [tp for tp in consumer.assignment() if tp.topic in self.feed_topics]
+        # Tansu's ListOffsets can under-report an end: the fetches' high-water marks count too.
+        listed = await consumer.end_offsets(partitions)
+        ends = {tp: max(listed[tp], consumer.highwater(tp) or 0) for tp in partitions}
         open_ = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
         loop = asyncio.get_running_loop()
         give_up = loop.time() + _CUT_TIMEOUT_S
         # A backlog written within one instant must not turn one batch into all of it.
         room = len(batch) + self.settings.projector_batch
-        while open_ and len(batch) < room and not stop.is_set() and loop.time() < give_up:
-            fetched = await consumer.getmany(*open_, timeout_ms=50, max_records=_FETCH_CHUNK)
+        while open_ and not stop.is_set() and loop.time() < give_up:
+            # Partitions not read at all in this batch first, past the room too: the cut can
+            # only move back to where a partition got once it gave something.
+            unread = [tp for tp in open_ if (tp.topic, tp.partition) not in batch.reached]
+            targets = unread or list(open_)
+            if len(batch) >= room and not unread:
+                # Out of room: the cut moves back to the partition furthest behind, unless
+                # that leaves nothing to commit; then only that partition is read on.
+                lagging = min(targets, key=lambda tp: batch.reached[(tp.topic, tp.partition)])
+                if batch.starts_before(batch.reached[(lagging.topic, lagging.partition)]):
+                    break
+                targets = [lagging]
+            fetched = await consumer.getmany(*targets, timeout_ms=50, max_records=_FETCH_CHUNK)
             for tp, messages in fetched.items():
                 for message in messages:
                     occurred_at = batch.event_time(message.value)
@@ -328,8 +345,17 @@ class Projector:
                 else:
                     if await consumer.position(tp) >= ends[tp]:
                         open_.discard(tp)
-        if open_ and loop.time() >= give_up and not stop.is_set():
-            log.warning("projector %s: partitions not read to the cut in time", self.name)
+        if not open_ or stop.is_set():
+            return batch
+        reached = [batch.reached.get((tp.topic, tp.partition)) for tp in open_]
+        if None not in reached:
+            trimmed, resume = batch.trimmed(min(r for r in reached if r is not None))
+            if len(trimmed):
+                for (topic, partition), offset in resume.items():
+                    consumer.seek(TopicPartition(topic, partition), offset)
+                return trimmed
+        log.warning("projector %s: partitions not read to the cut in time", self.name)
+        return batch
 
 
 async def run_projector(settings: Settings) -> None:

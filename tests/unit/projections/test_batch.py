@@ -262,3 +262,25 @@ def test_only_events_with_neighbours_on_another_topic_ask_for_a_cut() -> None:
     progress = Batch(default_codec())
     add(progress, "progress", 0, "ArtifactStored", artifact(job, 1000))
     assert progress.needs_cut
+
+
+def test_trimming_at_a_cut_keeps_each_partition_up_to_its_first_event_at_or_past_it() -> None:
+    job = str(uuid.uuid4())
+    batch = Batch(default_codec())
+    add(batch, "events", 0, "StageChanged", stage_changed(job, 1000, "STARTED"))
+    batch.add("events", 0, 1, b"garbage", b"k")
+    add(batch, "events", 2, "StageChanged", stage_changed(job, 1010, "SUCCEEDED"))
+    add(batch, "events", 3, "JobFinished", finished(job, 1004))
+    add(batch, "progress", 0, "ArtifactStored", artifact(job, 1003))
+    cut = batch.event_time(default_codec().encode("JobFinished", finished(job, 1010)))
+    assert cut is not None
+    assert batch.starts_before(cut)
+    kept, resume = batch.trimmed(cut)
+    # The finish at 1004 follows the outcome at 1010 in its partition: it waits with it.
+    assert feed_of(kept) == ["StageChanged STARTED", "ArtifactStored"]
+    assert resume == {("events", 0): 2}
+    assert kept.next_offsets == {("events", 0): 2, ("progress", 0): 1}
+    assert (len(kept), kept.undecodable, len(kept.unstorable)) == (3, 1, 1)
+    first = batch.event_time(default_codec().encode("JobFinished", finished(job, 1000)))
+    assert first is not None and not batch.starts_before(first)
+    assert batch.reached[("events", 0)] == cut  # the latest time read, not the last one
