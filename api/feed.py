@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.errors import ApiError
+from api.inputs import ascii_int
 
 NOTIFY_CHANNEL = "stagecast_events"
 TERMINAL_EVENTS = frozenset({"JobFinished", "JobRejected"})
@@ -81,7 +82,7 @@ class FeedNotifier:
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         head, *jobs = str(payload).split() or [""]
-        if not head.isdigit():
+        if ascii_int(head) is None:
             return
         if not jobs:
             self._wake_all()
@@ -115,14 +116,15 @@ class FeedNotifier:
 
 def parse_last_event_id(request: Request) -> int:
     raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-    if not raw.isdigit() or int(raw) > _MAX_SEQ:
+    seq = ascii_int(raw)
+    if seq is None or seq > _MAX_SEQ:
         raise ApiError(
             400,
             "INVALID_LAST_EVENT_ID",
             "Last-Event-ID must be a seq: an integer from 0 to 2^63-1",
             {"given": raw[:64]},
         )
-    return int(raw)
+    return seq
 
 
 def parse_job_id(raw: str) -> uuid.UUID:

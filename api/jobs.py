@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 
 from api.errors import ApiError
 from api.feed import parse_job_id
+from api.inputs import ascii_int
 from api.models import JobSubmission
 from schemas.codec import default_codec
 from streams.dispatcher import Rejection, job_id_for, plan_job, request_digest
@@ -51,8 +52,8 @@ def _links(job_id: str) -> dict[str, str]:
 
 
 async def _read_body(request: Request, limit: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = ascii_int(request.headers.get("content-length", ""))
+    if declared is not None and declared > limit:
         raise ApiError(413, "REQUEST_TOO_LARGE", f"body larger than {limit} bytes")
     body = b""
     async for chunk in request.stream():
@@ -294,12 +295,9 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "INVALID_QUERY", f"`{name}` must be an integer") from None
-    if not low <= value <= high:
-        raise ApiError(400, "INVALID_QUERY", f"`{name}` must be between {low} and {high}")
+    value = ascii_int(raw)
+    if value is None or not low <= value <= high:
+        raise ApiError(400, "INVALID_QUERY", f"`{name}` must be an integer from {low} to {high}")
     return value
 
 

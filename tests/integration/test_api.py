@@ -164,3 +164,41 @@ async def test_resuming_a_finished_feed_after_its_last_event_is_no_content(
             f"/jobs/{accepted['job_id']}/events", headers={"Last-Event-ID": str(last)}
         )
     assert response.status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "params", "code"),
+    [
+        ("events", {b"Last-Event-ID": b"\xb2"}, {}, "INVALID_LAST_EVENT_ID"),  # '²' in latin-1
+        ("events", {}, {"after": "\u00b2"}, "INVALID_LAST_EVENT_ID"),
+        ("events", {}, {"after": "\u0661"}, "INVALID_LAST_EVENT_ID"),  # int() reads it as 1
+        ("events", {}, {"after": "1" * 5000}, "INVALID_LAST_EVENT_ID"),  # int() refuses it
+        ("events", {}, {"after": "-1"}, "INVALID_LAST_EVENT_ID"),
+        ("list", {}, {"limit": "\u00b2"}, "INVALID_QUERY"),
+        ("list", {}, {"limit": "\u0661"}, "INVALID_QUERY"),
+        ("list", {}, {"limit": "1" * 5000}, "INVALID_QUERY"),
+        ("list", {}, {"limit": " 5"}, "INVALID_QUERY"),
+    ],
+    ids=[
+        "header-superscript",
+        "after-superscript",
+        "after-arabic-indic",
+        "after-5000-digits",
+        "after-negative",
+        "limit-superscript",
+        "limit-arabic-indic",
+        "limit-5000-digits",
+        "limit-space",
+    ],
+)
+async def test_only_ascii_digits_are_numbers(
+    pipeline: Pipeline,
+    path: str,
+    headers: dict[bytes, bytes],
+    params: dict[str, str],
+    code: str,
+) -> None:
+    url = f"/jobs/{uuid.uuid4()}/events" if path == "events" else "/jobs"
+    async with httpx.AsyncClient(base_url=pipeline.api_url, timeout=10) as http:
+        response = await http.get(url, headers=headers, params=params)
+    assert_error(response, 400, code)
