@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 
 from api.errors import ApiError
 from api.feed import parse_job_id
-from api.inputs import ascii_int
+from api.inputs import MAX_JSON_DEPTH, ascii_int, nested_deeper_than
 from api.models import JobSubmission
 from schemas.codec import default_codec
 from streams.dispatcher import Rejection, job_id_for, plan_job, request_digest
@@ -63,6 +63,13 @@ async def _read_body(request: Request, limit: int) -> Any:
     content_type = request.headers.get("content-type", "application/json")
     if "json" not in content_type:
         raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "send application/json")
+    if nested_deeper_than(body, MAX_JSON_DEPTH):
+        raise ApiError(
+            400,
+            "JSON_TOO_DEEP",
+            f"the body nests arrays and objects more than {MAX_JSON_DEPTH} deep",
+            {"max_depth": MAX_JSON_DEPTH},
+        )
     try:
         return json.loads(body)
     except ValueError as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import httpx
@@ -13,6 +14,8 @@ from tests.conftest import EXAMPLES, Pipeline
 pytestmark = pytest.mark.integration
 
 DIGITS = (EXAMPLES / "digits_cnn.neural").read_text()
+# The JSON text of DIGITS, for bodies written out by hand.
+DIGITS_JSON = json.dumps(DIGITS)
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> None:
@@ -202,3 +205,43 @@ async def test_only_ascii_digits_are_numbers(
     async with httpx.AsyncClient(base_url=pipeline.api_url, timeout=10) as http:
         response = await http.get(url, headers=headers, params=params)
     assert_error(response, 400, code)
+
+
+def _body(text: str) -> tuple[bytes, dict[str, str]]:
+    """A POST /jobs body written as JSON text (json.dumps would refuse to write some of them)."""
+    return text.encode(), {"content-type": "application/json"}
+
+
+DEEP = 100_000
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * DEEP + "]" * DEEP,
+        '{"a": ' * DEEP + "1" + "}" * DEEP,
+        f'{{"dsl": {DIGITS_JSON}, "train": {{"layers": {"[" * DEEP}{"]" * DEEP}}}}}',
+        # Just past the limit, though json.loads would parse it.
+        f'{{"dsl": {DIGITS_JSON}, "train": {{"a": {"[" * 31}{"]" * 31}}}}}',
+    ],
+    ids=["array", "object", "train", "past-the-limit"],
+)
+async def test_deeply_nested_json_is_refused(pipeline: Pipeline, text: str) -> None:
+    body, headers = _body(text)
+    async with httpx.AsyncClient(base_url=pipeline.api_url) as http:
+        response = await http.post("/jobs", content=body, headers=headers)
+    assert_error(response, 400, "JSON_TOO_DEEP")
+    assert response.json()["details"] == {"max_depth": 32}
+
+
+async def test_nesting_up_to_the_limit_and_brackets_in_strings_pass_the_depth_check(
+    pipeline: Pipeline,
+) -> None:
+    """Refused all the same, but by validation (`dsl` is a number): past the depth check."""
+    brackets = "[" * 100 + '\\"' + "{" * 100
+    text = f'{{"dsl": 5, "labels": {{"b": "{brackets}"}}, "train": {{"a": {"[" * 30}{"]" * 30}}}}}'
+    body, headers = _body(text)
+    async with httpx.AsyncClient(base_url=pipeline.api_url) as http:
+        response = await http.post("/jobs", content=body, headers=headers)
+    assert_error(response, 422, "VALIDATION_FAILED")
+    assert [d["field"] for d in response.json()["details"]] == ["dsl"]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from api.feed import FeedNotifier
-from api.inputs import ascii_int
+from api.inputs import ascii_int, nested_deeper_than
 
 
 @pytest.mark.parametrize(
@@ -34,3 +38,50 @@ def test_a_notify_wakes_a_feed_only_under_an_ascii_seq(head: str, woken: bool) -
     with notifier.watch(job_id) as changed:
         notifier._on_notify(None, 0, "stagecast_events", f"{head} {job_id}")
         assert changed.is_set() is woken
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    return 0
+
+
+# Strings full of what the depth scan must see through: brackets, quotes, backslashes.
+_TRICKY = st.text(alphabet='[]{}"\\ a\u00e9\u2028', max_size=8)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _TRICKY,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(_TRICKY, children, max_size=4)
+    ),
+    max_leaves=40,
+)
+
+
+@given(_JSON, st.integers(min_value=0, max_value=12), st.booleans())
+def test_the_depth_scan_agrees_with_the_parsed_value(
+    value: Any, limit: int, ensure_ascii: bool
+) -> None:
+    text = json.dumps(value, ensure_ascii=ensure_ascii).encode()
+    assert nested_deeper_than(text, limit) is (_depth(value) > limit)
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        (b"1", 0),
+        (b"[]", 1),
+        (b'{"a": [1, {"b": []}]}', 4),
+        (b'"[[[{{{"', 0),
+        (b'["\\"[[[{"]', 1),  # an escaped quote does not end the string
+        (b'["\\\\", [[]]]', 3),  # an escaped backslash does not escape the quote after it
+    ],
+)
+def test_the_depth_scan_counts_only_brackets_outside_strings(text: bytes, depth: int) -> None:
+    assert not nested_deeper_than(text, depth)
+    assert nested_deeper_than(text, depth - 1) is (depth > 0)
+
+
+def test_the_depth_scan_stops_at_the_limit() -> None:
+    assert nested_deeper_than(b"[" * 1_000_000, 32)
