@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Iterator
+from typing import Any
 
 # 2^63 - 1 has 19 digits: every integer the API takes fits in as many.
 _MAX_DIGITS = 19
@@ -12,6 +15,8 @@ MAX_JSON_DEPTH = 32
 # What changes the nesting depth: brackets, and the quotes and escapes that hide them in strings.
 _JSON_TOKENS = re.compile(rb'\\.|["\[\]{}]', re.DOTALL)
 _OPENERS = frozenset({b"[", b"{"})
+# How many unstorable strings one answer lists.
+_MAX_PROBLEMS = 20
 
 
 def ascii_int(text: str) -> int | None:
@@ -46,3 +51,47 @@ def nested_deeper_than(body: bytes, limit: int) -> bool:
         else:
             depth -= 1
     return False
+
+
+def unstorable_strings(value: Any) -> list[dict[str, str]]:
+    """Where parsed JSON holds strings that cannot be stored as text, as validation problems.
+
+    JSON can write an unpaired surrogate ("\\ud800"), which is no Unicode text (UTF-8 cannot
+    encode it), and NUL ("\\u0000"), which PostgreSQL's text and jsonb cannot hold. Keys count
+    as much as values.
+    """
+    return list(itertools.islice(_unstorable(value, ()), _MAX_PROBLEMS))
+
+
+def _unstorable(value: Any, path: tuple[str, ...]) -> Iterator[dict[str, str]]:
+    if isinstance(value, str):
+        problem = _text_problem(value)
+        if problem is not None:
+            yield {"field": _field(path), "problem": problem}
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            here = (*path, key)
+            problem = _text_problem(key)
+            if problem is not None:
+                yield {"field": _field(here), "problem": f"the key {problem}"}
+            yield from _unstorable(item, here)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _unstorable(item, (*path, str(index)))
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains NUL (\\u0000), which cannot be stored as text"
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return "contains an unpaired surrogate, which is not Unicode text"
+    return None
+
+
+def _field(path: tuple[str, ...]) -> str:
+    """The path as pydantic writes one ("labels.team"), its NULs and surrogates escaped."""
+    dotted = ".".join(path).encode("utf-8", "backslashreplace").decode()
+    return dotted.replace("\x00", "\\u0000")

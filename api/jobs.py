@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 
 from api.errors import ApiError
 from api.feed import parse_job_id
-from api.inputs import MAX_JSON_DEPTH, ascii_int, nested_deeper_than
+from api.inputs import MAX_JSON_DEPTH, ascii_int, nested_deeper_than, unstorable_strings
 from api.models import JobSubmission
 from schemas.codec import default_codec
 from streams.dispatcher import Rejection, job_id_for, plan_job, request_digest
@@ -197,6 +197,9 @@ async def submit_job(request: Request) -> JSONResponse:
     publisher: EventPublisher = state.publisher
     tenant = _tenant(request, settings)
     raw = await _read_body(request, settings.max_request_bytes)
+    unstorable = unstorable_strings(raw)
+    if unstorable:
+        raise ApiError(422, "VALIDATION_FAILED", "the job request is not valid", unstorable)
     try:
         submission = JobSubmission.model_validate(raw)
     except ValidationError as error:

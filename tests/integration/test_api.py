@@ -245,3 +245,32 @@ async def test_nesting_up_to_the_limit_and_brackets_in_strings_pass_the_depth_ch
         response = await http.post("/jobs", content=body, headers=headers)
     assert_error(response, 422, "VALIDATION_FAILED")
     assert [d["field"] for d in response.json()["details"]] == ["dsl"]
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (r'{"dsl": "\ud800"}', "dsl"),
+        (r'{"dsl": "network \udfff x"}', "dsl"),
+        (r'{"dsl": "a\u0000b"}', "dsl"),
+        (r'{"kind": "CODE", "code": "print(1) \ud83d"}', "code"),
+        (f'{{"dsl": {DIGITS_JSON}, "labels": {{"\\ud800": "x"}}}}', "labels.\\ud800"),
+        (f'{{"dsl": {DIGITS_JSON}, "labels": {{"team": "\\udc00"}}}}', "labels.team"),
+        (f'{{"dsl": {DIGITS_JSON}, "labels": {{"team": "a\\u0000"}}}}', "labels.team"),
+        (f'{{"dsl": {DIGITS_JSON}, "idempotency_key": "\\ud800"}}', "idempotency_key"),
+        (f'{{"dsl": {DIGITS_JSON}, "idempotency_key": "k\\u0000"}}', "idempotency_key"),
+        (f'{{"dsl": {DIGITS_JSON}, "train": {{"notes": ["ok", "\\ud800"]}}}}', "train.notes.1"),
+        (f'{{"dsl": {DIGITS_JSON}, "train": {{"\\u0000": 1}}}}', "train.\\u0000"),
+        (f'{{"dsl": {DIGITS_JSON}, "stages": ["\\ud800"]}}', "stages.0"),
+        (f'{{"dsl": {DIGITS_JSON}, "\\ud800": 1}}', "\\ud800"),
+    ],
+)
+async def test_strings_that_cannot_be_stored_as_text_are_refused(
+    pipeline: Pipeline, text: str, field: str
+) -> None:
+    """Unpaired surrogates are not Unicode text; PostgreSQL cannot store NUL in text or jsonb."""
+    body, headers = _body(text)
+    async with httpx.AsyncClient(base_url=pipeline.api_url) as http:
+        response = await http.post("/jobs", content=body, headers=headers)
+    assert_error(response, 422, "VALIDATION_FAILED")
+    assert [d["field"] for d in response.json()["details"]] == [field]

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from api.feed import FeedNotifier
-from api.inputs import ascii_int, nested_deeper_than
+from api.inputs import ascii_int, nested_deeper_than, unstorable_strings
 
 
 @pytest.mark.parametrize(
@@ -85,3 +85,41 @@ def test_the_depth_scan_counts_only_brackets_outside_strings(text: bytes, depth:
 
 def test_the_depth_scan_stops_at_the_limit() -> None:
     assert nested_deeper_than(b"[" * 1_000_000, 32)
+
+
+def test_strings_utf8_and_postgres_can_hold_are_storable() -> None:
+    clean = {"dsl": "caf\u00e9 \U0001f600 \u2028", "labels": {"k": "v"}, "n": [1, None, 2.5]}
+    assert unstorable_strings(clean) == []
+
+
+def test_nul_and_unpaired_surrogates_are_found_wherever_they_are() -> None:
+    value = {
+        "dsl": "\ud800",
+        "labels": {"\udfff": "x", "team": "a\x00b"},
+        "train": {"layers": [{"name": "ok"}, {"name": "\ud83d"}]},
+        "\x00": 1,
+    }
+    assert unstorable_strings(value) == [
+        {"field": "dsl", "problem": "contains an unpaired surrogate, which is not Unicode text"},
+        {
+            "field": "labels.\\udfff",
+            "problem": "the key contains an unpaired surrogate, which is not Unicode text",
+        },
+        {
+            "field": "labels.team",
+            "problem": "contains NUL (\\u0000), which cannot be stored as text",
+        },
+        {
+            "field": "train.layers.1.name",
+            "problem": "contains an unpaired surrogate, which is not Unicode text",
+        },
+        {
+            "field": "\\u0000",
+            "problem": "the key contains NUL (\\u0000), which cannot be stored as text",
+        },
+    ]
+
+
+def test_one_answer_lists_at_most_twenty_unstorable_strings() -> None:
+    problems = unstorable_strings(["\x00"] * 1000)
+    assert [p["field"] for p in problems] == [str(i) for i in range(20)]
