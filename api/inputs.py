@@ -17,6 +17,7 @@ _JSON_TOKENS = re.compile(rb'\\.|["\[\]{}]', re.DOTALL)
 _OPENERS = frozenset({b"[", b"{"})
 # How many unstorable strings one answer lists.
 _MAX_PROBLEMS = 20
+_MAX_TENANT_LENGTH = 100
 
 
 def ascii_int(text: str) -> int | None:
@@ -28,6 +29,11 @@ def ascii_int(text: str) -> int | None:
     if not (text.isascii() and text.isdigit()) or len(text) > _MAX_DIGITS:
         return None
     return int(text)
+
+
+def is_tenant(text: str) -> bool:
+    """1 to 100 printable characters: no NUL or other control character, no lone surrogate."""
+    return 0 < len(text) <= _MAX_TENANT_LENGTH and text.isprintable()
 
 
 def nested_deeper_than(body: bytes, limit: int) -> bool:

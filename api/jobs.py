@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -19,7 +19,13 @@ from starlette.responses import JSONResponse
 
 from api.errors import ApiError
 from api.feed import parse_job_id
-from api.inputs import MAX_JSON_DEPTH, ascii_int, nested_deeper_than, unstorable_strings
+from api.inputs import (
+    MAX_JSON_DEPTH,
+    ascii_int,
+    is_tenant,
+    nested_deeper_than,
+    unstorable_strings,
+)
 from api.models import JobSubmission
 from schemas.codec import default_codec
 from streams.dispatcher import Rejection, job_id_for, plan_job, request_digest
@@ -32,6 +38,7 @@ TENANT_HEADER = "x-tenant"
 PUBLISH_WAIT_S = 2.0
 log = logging.getLogger(__name__)
 
+_TENANT_RULE = "1-100 printable characters"
 JOB_STATUSES = ("QUEUED", "ACCEPTED", "RUNNING", "SUCCEEDED", "FAILED", "REJECTED", "CANCELLED")
 
 
@@ -80,8 +87,8 @@ async def _read_body(request: Request, limit: int) -> Any:
 
 def _tenant(request: Request, settings: Settings) -> str:
     tenant = request.headers.get(TENANT_HEADER, settings.default_tenant).strip()
-    if not tenant or len(tenant) > 100:
-        raise ApiError(400, "INVALID_TENANT", "X-Tenant must be 1-100 characters")
+    if not is_tenant(tenant):
+        raise ApiError(400, "INVALID_TENANT", f"X-Tenant must be {_TENANT_RULE}")
     return tenant
 
 
@@ -325,6 +332,8 @@ async def list_jobs(request: Request) -> JSONResponse:
         clauses.append(f"status = ${len(args)}")
     tenant = request.query_params.get("tenant")
     if tenant is not None:
+        if not is_tenant(tenant):
+            raise ApiError(400, "INVALID_QUERY", f"`tenant` must be {_TENANT_RULE}")
         args.append(tenant)
         clauses.append(f"tenant = ${len(args)}")
     cursor = request.query_params.get("cursor")
@@ -349,11 +358,25 @@ _SORT_KEY = "COALESCE(requested_at, accepted_at, '-infinity'::timestamptz)"
 
 
 def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """A next_cursor value: `<time with its UTC offset>|<job id>`.
+
+    fromisoformat alone takes a time cut short by a NUL, a time without an offset (which the
+    driver reads as local time), and one whose UTC is before year 1 (an OverflowError).
+    """
+    invalid = ApiError(400, "INVALID_QUERY", "`cursor` must be a next_cursor value")
+    if not (cursor.isascii() and cursor.isprintable()):
+        raise invalid
+    moment, _, job_id = cursor.partition("|")
     try:
-        moment, job_id = cursor.split("|")
-        return datetime.fromisoformat(moment), uuid.UUID(job_id)
-    except ValueError:
-        raise ApiError(400, "INVALID_QUERY", "`cursor` must be a next_cursor value") from None
+        at = datetime.fromisoformat(moment)
+        if at.tzinfo is not None:
+            return at.astimezone(UTC), uuid.UUID(job_id)
+        # The one time the driver reads without an offset: datetime.min for '-infinity'.
+        if at != datetime.min:
+            raise invalid
+        return at, uuid.UUID(job_id)
+    except (ValueError, OverflowError):
+        raise invalid from None
 
 
 async def jobs_collection(request: Request) -> JSONResponse:

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from collections.abc import Iterator
 
+import asyncpg
 import httpx
 import pytest
 
 from api.client import StagecastClient
-from tests.conftest import EXAMPLES, Pipeline
+from streams.launcher import Launcher
+from tests.conftest import EXAMPLES, Pipeline, RunningStack, api_alone
 
 pytestmark = pytest.mark.integration
 
 DIGITS = (EXAMPLES / "digits_cnn.neural").read_text()
 # The JSON text of DIGITS, for bodies written out by hand.
 DIGITS_JSON = json.dumps(DIGITS)
+
+
+@pytest.fixture(scope="module")
+def lone_api(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    """An API with topics and a database of its own and nothing behind it: nothing projects."""
+    with api_alone(stack.isolated(), tmp_path_factory.mktemp("lone-api")) as launcher:
+        yield launcher
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> None:
@@ -274,3 +285,78 @@ async def test_strings_that_cannot_be_stored_as_text_are_refused(
         response = await http.post("/jobs", content=body, headers=headers)
     assert_error(response, 422, "VALIDATION_FAILED")
     assert [d["field"] for d in response.json()["details"]] == [field]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"tenant": "\x00"},
+        {"tenant": "a\x07b"},
+        {"tenant": ""},
+        {"status": "\x00"},
+        {"cursor": "\x00"},
+        {"cursor": f"2024-01-01T00:00:00+00:00\x00|{uuid.uuid4()}"},
+        {"cursor": f"0001-01-01T00:00:00+14:00|{uuid.uuid4()}"},
+        {"cursor": f"9999-12-31T23:59:59-14:00|{uuid.uuid4()}"},
+        {"cursor": f"2024-01-01T00:00:00|{uuid.uuid4()}"},
+        {"cursor": f"2024-01-01T00:00:00+00:00|{uuid.uuid4()}|x"},
+    ],
+    ids=[
+        "tenant-nul",
+        "tenant-bell",
+        "tenant-empty",
+        "status-nul",
+        "cursor-nul",
+        "cursor-nul-time",
+        "cursor-before-year-1",
+        "cursor-after-year-9999",
+        "cursor-no-offset",
+        "cursor-three-parts",
+    ],
+)
+async def test_nul_and_control_characters_in_queries_are_refused(
+    pipeline: Pipeline, params: dict[str, str]
+) -> None:
+    async with httpx.AsyncClient(base_url=pipeline.api_url) as http:
+        assert_error(await http.get("/jobs", params=params), 400, "INVALID_QUERY")
+
+
+@pytest.mark.parametrize("tenant", [b"a\x01b", b"\x7f", b"a\x85b"])
+async def test_control_characters_in_x_tenant_are_refused(
+    pipeline: Pipeline, tenant: bytes
+) -> None:
+    async with httpx.AsyncClient(base_url=pipeline.api_url) as http:
+        response = await http.post("/jobs", json={"dsl": DIGITS}, headers={b"X-Tenant": tenant})
+    assert_error(response, 400, "INVALID_TENANT")
+
+
+async def test_nul_in_a_header_is_refused_by_the_http_server(pipeline: Pipeline) -> None:
+    """h11 answers 400 itself: the app never sees such a request (so no error body of ours)."""
+    host, port = pipeline.api_url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(b"POST /jobs HTTP/1.1\r\nHost: x\r\nX-Tenant: a\x00b\r\n\r\n")
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+    finally:
+        writer.close()
+    assert status_line.split()[:2] == [b"HTTP/1.1", b"400"]
+
+
+async def test_a_cursor_pages_past_jobs_with_no_request_time(lone_api: Launcher) -> None:
+    """A job known only from later events sorts as '-infinity': its cursor has no UTC offset."""
+    conn = await asyncpg.connect(lone_api.settings.require_database())
+    try:
+        await conn.execute(
+            "INSERT INTO jobs (job_id, tenant, status) VALUES ($1, 'untimed', 'RUNNING')",
+            uuid.uuid4(),
+        )
+    finally:
+        await conn.close()
+    async with httpx.AsyncClient(base_url=lone_api.api_url) as http:
+        first = (await http.get("/jobs", params={"tenant": "untimed", "limit": 1})).json()
+        assert first["next_cursor"].startswith("0001-01-01T00:00:00|")
+        params = {"tenant": "untimed", "limit": 1, "cursor": first["next_cursor"]}
+        after = await http.get("/jobs", params=params)
+    assert after.status_code == 200, after.text
+    assert after.json()["jobs"] == []

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from api.feed import FeedNotifier
-from api.inputs import ascii_int, nested_deeper_than, unstorable_strings
+from api.inputs import ascii_int, is_tenant, nested_deeper_than, unstorable_strings
 
 
 @pytest.mark.parametrize(
@@ -123,3 +123,13 @@ def test_nul_and_unpaired_surrogates_are_found_wherever_they_are() -> None:
 def test_one_answer_lists_at_most_twenty_unstorable_strings() -> None:
     problems = unstorable_strings(["\x00"] * 1000)
     assert [p["field"] for p in problems] == [str(i) for i in range(20)]
+
+
+@pytest.mark.parametrize("tenant", ["default", "acme corp", "caf\u00e9", "t" * 100])
+def test_tenants_are_printable(tenant: str) -> None:
+    assert is_tenant(tenant)
+
+
+@pytest.mark.parametrize("tenant", ["", "t" * 101, "\x00", "a\x01b", "a\x7f", "a\x85", "\ud800"])
+def test_control_characters_and_lone_surrogates_are_no_tenant(tenant: str) -> None:
+    assert not is_tenant(tenant)
