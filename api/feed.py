@@ -165,15 +165,27 @@ async def job_feed(
                 await asyncio.wait_for(changed.wait(), recheck)
 
 
+# Whether the job exists (in the outbox, projected, or with events of its own), and where its
+# feed ended if it did.
+_FEED_START = """
+SELECT EXISTS (SELECT 1 FROM request_outbox WHERE job_id = $1)
+           OR EXISTS (SELECT 1 FROM jobs WHERE job_id = $1)
+           OR EXISTS (SELECT 1 FROM job_events WHERE job_id = $1) AS known,
+       (SELECT max(seq) FROM job_events
+        WHERE job_id = $1 AND type = ANY($2::text[])) AS ended_at
+"""
+
+
 async def job_events(request: Request) -> Response:
     job_id = parse_job_id(request.path_params["job_id"])
     after = parse_last_event_id(request)
     state = request.app.state
-    ended_at = await state.pool.fetchval(
-        "SELECT max(seq) FROM job_events WHERE job_id = $1 AND type = ANY($2::text[])",
-        job_id,
-        list(TERMINAL_EVENTS),
-    )
+    job = await state.pool.fetchrow(_FEED_START, job_id, list(TERMINAL_EVENTS))
+    if not job["known"]:
+        # A feed for nothing would stay open forever. A job accepted a moment ago is known:
+        # its request is in the outbox before the 202, long before the projector sees it.
+        raise ApiError(404, "JOB_NOT_FOUND", "no such job (yet)", {"job_id": str(job_id)})
+    ended_at = job["ended_at"]
     if ended_at is not None and ended_at <= after:
         # Nothing will follow: 204 tells an EventSource to stop reconnecting.
         return Response(status_code=204)

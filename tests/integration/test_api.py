@@ -137,19 +137,6 @@ async def test_list_jobs_filters_by_status(pipeline: Pipeline) -> None:
     assert {job["status"] for job in jobs} == {"SUCCEEDED"}
 
 
-async def test_idle_feed_sends_heartbeats(pipeline: Pipeline) -> None:
-    """A feed with nothing to say still sends keep-alive comments (interval set for the tests)."""
-    job_id = uuid.uuid4()
-    async with (
-        httpx.AsyncClient(base_url=pipeline.api_url, timeout=10) as http,
-        http.stream("GET", f"/jobs/{job_id}/events") as response,
-    ):
-        assert response.status_code == 200
-        async for line in response.aiter_lines():
-            if line.startswith(":"):
-                break
-
-
 async def test_list_jobs_pages_with_a_cursor_without_overlap(pipeline: Pipeline) -> None:
     async with StagecastClient(pipeline.api_url) as client:
         for _ in range(4):
@@ -360,3 +347,36 @@ async def test_a_cursor_pages_past_jobs_with_no_request_time(lone_api: Launcher)
         after = await http.get("/jobs", params=params)
     assert after.status_code == 200, after.text
     assert after.json()["jobs"] == []
+
+
+async def test_idle_feed_sends_heartbeats(lone_api: Launcher) -> None:
+    """A feed with nothing to say still sends keep-alive comments (interval set for the tests)."""
+    async with httpx.AsyncClient(base_url=lone_api.api_url, timeout=10) as http:
+        accepted = await http.post("/jobs", json={"dsl": DIGITS})
+        assert accepted.status_code == 202, accepted.text
+        async with http.stream("GET", accepted.json()["links"]["events"]) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line.startswith(":"):
+                    break
+
+
+async def test_the_feed_of_a_job_only_the_outbox_knows_opens(lone_api: Launcher) -> None:
+    """Accepted, never projected (nothing projects here): not in `jobs`, yet its feed opens."""
+    async with httpx.AsyncClient(base_url=lone_api.api_url, timeout=10) as http:
+        accepted = await http.post("/jobs", json={"dsl": DIGITS, "idempotency_key": "outbox"})
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["job_id"]
+        assert_error(await http.get(f"/jobs/{job_id}"), 404, "JOB_NOT_FOUND")
+        async with http.stream("GET", f"/jobs/{job_id}/events") as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+
+
+async def test_the_feed_of_an_unknown_job_is_not_found(pipeline: Pipeline) -> None:
+    unknown = str(uuid.uuid4())
+    async with httpx.AsyncClient(base_url=pipeline.api_url, timeout=10) as http:
+        assert_error(await http.get(f"/jobs/{unknown}/events"), 404, "JOB_NOT_FOUND")
+        resumed = await http.get(f"/jobs/{unknown}/events", headers={"Last-Event-ID": "7"})
+    assert_error(resumed, 404, "JOB_NOT_FOUND")
+    assert resumed.json()["details"] == {"job_id": unknown}
