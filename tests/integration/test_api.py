@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 
 from api.client import StagecastClient
-from streams.launcher import Launcher
+from streams.launcher import Launcher, prepare
+from streams.stack import EmbeddedDatabase, create_database
 from tests.conftest import EXAMPLES, Pipeline, RunningStack, api_alone
 
 pytestmark = pytest.mark.integration
@@ -380,3 +383,61 @@ async def test_the_feed_of_an_unknown_job_is_not_found(pipeline: Pipeline) -> No
         resumed = await http.get(f"/jobs/{unknown}/events", headers={"Last-Event-ID": "7"})
     assert_error(resumed, 404, "JOB_NOT_FOUND")
     assert resumed.json()["details"] == {"job_id": unknown}
+
+
+def _once_answered(request: Callable[[], httpx.Response], timeout: float = 60.0) -> httpx.Response:
+    """The first answer to `request` that is not 503 DATABASE_UNAVAILABLE."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = request()
+        if response.status_code != 503 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.2)
+
+
+def test_a_database_outage_is_503_until_the_database_is_back(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    """An API on a PostgreSQL of its own, stopped mid-test and started again."""
+    database = EmbeddedDatabase(tmp_path / "pg")
+    database.start()
+    try:
+        asyncio.run(create_database(database.url(), "outage"))
+        name = f"outage_{uuid.uuid4().hex[:8]}"
+        settings = stack.settings.model_copy(
+            update={"database_url": database.url("outage"), "topic_prefix": name, "app_id": name}
+        )
+        asyncio.run(prepare(settings))
+        with (
+            api_alone(settings, tmp_path / "api") as api,
+            httpx.Client(base_url=api.api_url, timeout=10) as http,
+        ):
+            keyed = {"dsl": DIGITS, "idempotency_key": "before-the-outage"}
+            accepted = http.post("/jobs", json=keyed)
+            assert accepted.status_code == 202, accepted.text
+            job_id = accepted.json()["job_id"]
+
+            database.stop()
+            during = [
+                http.post("/jobs", json=keyed),
+                http.post("/jobs", json={"dsl": DIGITS}),
+                http.get(f"/jobs/{job_id}"),
+                http.get(f"/jobs/{job_id}/stages"),
+                http.get(f"/jobs/{job_id}/events"),
+                http.get("/jobs"),
+            ]
+            for response in during:
+                assert_error(response, 503, "DATABASE_UNAVAILABLE")
+                assert response.headers["retry-after"] == "5"
+            assert http.get("/health").status_code == 200
+            assert_error(http.get("/ready"), 503, "NOT_READY")
+
+            database.start()
+            retried = _once_answered(lambda: http.post("/jobs", json=keyed))
+            assert retried.status_code == 200, retried.text
+            assert retried.json()["job_id"] == job_id
+            assert retried.json()["duplicate"] is True
+            # Nothing projects here: the job is accepted but not in `jobs`.
+            assert_error(http.get(f"/jobs/{job_id}"), 404, "JOB_NOT_FOUND")
+    finally:
+        database.stop()
