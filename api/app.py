@@ -9,20 +9,12 @@ from collections.abc import AsyncIterator
 import asyncpg
 import uvicorn
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from api.errors import (
-    ApiError,
-    RequestIdMiddleware,
-    error_response,
-    on_api_error,
-    on_http_exception,
-    on_unexpected,
-)
+from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware, error_response
 from api.feed import FeedNotifier, job_events
 from api.jobs import get_job, get_stages, jobs_collection
 from api.outbox import OutboxRelay
@@ -93,11 +85,7 @@ def create_app(settings: Settings) -> ASGIApp:
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={
-            ApiError: on_api_error,
-            HTTPException: on_http_exception,
-            Exception: on_unexpected,
-        },
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     # Outermost, so that even a 500 from Starlette's error middleware carries the request id.

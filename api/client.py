@@ -80,10 +80,12 @@ class StagecastClient:
         """The job's feed after `last_event_id` until its terminal event.
 
         Like a browser's EventSource, a dropped connection is resumed with Last-Event-ID
-        (up to `reconnects` times in a row), so no event is lost or repeated.
+        (up to `reconnects` times in a row), so no event is lost or repeated. A first
+        connection that fails is not retried: there was nothing to resume.
         """
         last = last_event_id
         failures = 0
+        connected = False
         while True:
             headers = {"Last-Event-ID": str(last)} if last is not None else {}
             try:
@@ -94,6 +96,7 @@ class StagecastClient:
                     headers=headers,
                     timeout=httpx.Timeout(30.0, read=FEED_READ_TIMEOUT_S),
                 ) as source:
+                    connected = True
                     status = source.response.status_code
                     if status == 204:
                         return
@@ -110,7 +113,7 @@ class StagecastClient:
                             return
             except httpx.TransportError:
                 failures += 1
-                if failures > reconnects:
+                if not connected or failures > reconnects:
                     raise
                 await asyncio.sleep(min(0.1 * 2**failures, 5.0))
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -19,6 +21,18 @@ _HTTP_CODES = {
     413: "REQUEST_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
 }
+# The pool connects again on the next request: a client may retry this soon.
+DATABASE_RETRY_AFTER_S = 5
+# What a request meets while PostgreSQL is down, restarting or out of connections.
+DATABASE_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,  # refused or reset connections; TimeoutError too (connect and pool timeouts)
+    asyncpg.exceptions.InterfaceError,  # "connection is closed", "pool is closing"
+    asyncpg.exceptions.PostgresConnectionError,  # class 08: ConnectionDoesNotExistError, ...
+    asyncpg.exceptions.CannotConnectNowError,  # 57P03: the server is starting or stopping
+    asyncpg.exceptions.AdminShutdownError,  # 57P01: a shutdown ended the session
+    asyncpg.exceptions.CrashShutdownError,  # 57P02: another backend crashed
+    asyncpg.exceptions.TooManyConnectionsError,  # 53300
+)
 
 
 class ApiError(Exception):
@@ -61,9 +75,33 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
     return response
 
 
+async def on_database_unavailable(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DATABASE_UNAVAILABLE_ERRORS)
+    reason = f"{type(exc).__name__}: {exc}"
+    log.warning("database unavailable on %s %s (%s)", request.method, request.url.path, reason)
+    response = error_response(
+        request,
+        503,
+        "DATABASE_UNAVAILABLE",
+        "the database is unavailable; retry shortly",
+        {"reason": type(exc).__name__},
+    )
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+    return response
+
+
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(request, 500, "INTERNAL", "internal error")
+
+
+# Starlette picks the handler of the nearest class in the exception's MRO.
+EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+    ApiError: on_api_error,
+    HTTPException: on_http_exception,
+    **dict.fromkeys(DATABASE_UNAVAILABLE_ERRORS, on_database_unavailable),
+    Exception: on_unexpected,
+}
 
 
 class RequestIdMiddleware:

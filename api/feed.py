@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.errors import ApiError
+from api.inputs import ascii_int
 
 NOTIFY_CHANNEL = "stagecast_events"
 TERMINAL_EVENTS = frozenset({"JobFinished", "JobRejected"})
@@ -81,7 +82,7 @@ class FeedNotifier:
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         head, *jobs = str(payload).split() or [""]
-        if not head.isdigit():
+        if ascii_int(head) is None:
             return
         if not jobs:
             self._wake_all()
@@ -115,14 +116,15 @@ class FeedNotifier:
 
 def parse_last_event_id(request: Request) -> int:
     raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-    if not raw.isdigit() or int(raw) > _MAX_SEQ:
+    seq = ascii_int(raw)
+    if seq is None or seq > _MAX_SEQ:
         raise ApiError(
             400,
             "INVALID_LAST_EVENT_ID",
             "Last-Event-ID must be a seq: an integer from 0 to 2^63-1",
             {"given": raw[:64]},
         )
-    return int(raw)
+    return seq
 
 
 def parse_job_id(raw: str) -> uuid.UUID:
@@ -163,15 +165,27 @@ async def job_feed(
                 await asyncio.wait_for(changed.wait(), recheck)
 
 
+# Whether the job exists (in the outbox, projected, or with events of its own), and where its
+# feed ended if it did.
+_FEED_START = """
+SELECT EXISTS (SELECT 1 FROM request_outbox WHERE job_id = $1)
+           OR EXISTS (SELECT 1 FROM jobs WHERE job_id = $1)
+           OR EXISTS (SELECT 1 FROM job_events WHERE job_id = $1) AS known,
+       (SELECT max(seq) FROM job_events
+        WHERE job_id = $1 AND type = ANY($2::text[])) AS ended_at
+"""
+
+
 async def job_events(request: Request) -> Response:
     job_id = parse_job_id(request.path_params["job_id"])
     after = parse_last_event_id(request)
     state = request.app.state
-    ended_at = await state.pool.fetchval(
-        "SELECT max(seq) FROM job_events WHERE job_id = $1 AND type = ANY($2::text[])",
-        job_id,
-        list(TERMINAL_EVENTS),
-    )
+    job = await state.pool.fetchrow(_FEED_START, job_id, list(TERMINAL_EVENTS))
+    if not job["known"]:
+        # A feed for nothing would stay open forever. A job accepted a moment ago is known:
+        # its request is in the outbox before the 202, long before the projector sees it.
+        raise ApiError(404, "JOB_NOT_FOUND", "no such job (yet)", {"job_id": str(job_id)})
+    ended_at = job["ended_at"]
     if ended_at is not None and ended_at <= after:
         # Nothing will follow: 204 tells an EventSource to stop reconnecting.
         return Response(status_code=204)

@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -19,6 +19,13 @@ from starlette.responses import JSONResponse
 
 from api.errors import ApiError
 from api.feed import parse_job_id
+from api.inputs import (
+    MAX_JSON_DEPTH,
+    ascii_int,
+    is_tenant,
+    nested_deeper_than,
+    unstorable_strings,
+)
 from api.models import JobSubmission
 from schemas.codec import default_codec
 from streams.dispatcher import Rejection, job_id_for, plan_job, request_digest
@@ -31,6 +38,7 @@ TENANT_HEADER = "x-tenant"
 PUBLISH_WAIT_S = 2.0
 log = logging.getLogger(__name__)
 
+_TENANT_RULE = "1-100 printable characters"
 JOB_STATUSES = ("QUEUED", "ACCEPTED", "RUNNING", "SUCCEEDED", "FAILED", "REJECTED", "CANCELLED")
 
 
@@ -51,8 +59,8 @@ def _links(job_id: str) -> dict[str, str]:
 
 
 async def _read_body(request: Request, limit: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = ascii_int(request.headers.get("content-length", ""))
+    if declared is not None and declared > limit:
         raise ApiError(413, "REQUEST_TOO_LARGE", f"body larger than {limit} bytes")
     body = b""
     async for chunk in request.stream():
@@ -62,6 +70,13 @@ async def _read_body(request: Request, limit: int) -> Any:
     content_type = request.headers.get("content-type", "application/json")
     if "json" not in content_type:
         raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "send application/json")
+    if nested_deeper_than(body, MAX_JSON_DEPTH):
+        raise ApiError(
+            400,
+            "JSON_TOO_DEEP",
+            f"the body nests arrays and objects more than {MAX_JSON_DEPTH} deep",
+            {"max_depth": MAX_JSON_DEPTH},
+        )
     try:
         return json.loads(body)
     except ValueError as error:
@@ -72,8 +87,8 @@ async def _read_body(request: Request, limit: int) -> Any:
 
 def _tenant(request: Request, settings: Settings) -> str:
     tenant = request.headers.get(TENANT_HEADER, settings.default_tenant).strip()
-    if not tenant or len(tenant) > 100:
-        raise ApiError(400, "INVALID_TENANT", "X-Tenant must be 1-100 characters")
+    if not is_tenant(tenant):
+        raise ApiError(400, "INVALID_TENANT", f"X-Tenant must be {_TENANT_RULE}")
     return tenant
 
 
@@ -189,6 +204,9 @@ async def submit_job(request: Request) -> JSONResponse:
     publisher: EventPublisher = state.publisher
     tenant = _tenant(request, settings)
     raw = await _read_body(request, settings.max_request_bytes)
+    unstorable = unstorable_strings(raw)
+    if unstorable:
+        raise ApiError(422, "VALIDATION_FAILED", "the job request is not valid", unstorable)
     try:
         submission = JobSubmission.model_validate(raw)
     except ValidationError as error:
@@ -294,12 +312,9 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "INVALID_QUERY", f"`{name}` must be an integer") from None
-    if not low <= value <= high:
-        raise ApiError(400, "INVALID_QUERY", f"`{name}` must be between {low} and {high}")
+    value = ascii_int(raw)
+    if value is None or not low <= value <= high:
+        raise ApiError(400, "INVALID_QUERY", f"`{name}` must be an integer from {low} to {high}")
     return value
 
 
@@ -317,6 +332,8 @@ async def list_jobs(request: Request) -> JSONResponse:
         clauses.append(f"status = ${len(args)}")
     tenant = request.query_params.get("tenant")
     if tenant is not None:
+        if not is_tenant(tenant):
+            raise ApiError(400, "INVALID_QUERY", f"`tenant` must be {_TENANT_RULE}")
         args.append(tenant)
         clauses.append(f"tenant = ${len(args)}")
     cursor = request.query_params.get("cursor")
@@ -341,11 +358,25 @@ _SORT_KEY = "COALESCE(requested_at, accepted_at, '-infinity'::timestamptz)"
 
 
 def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """A next_cursor value: `<time with its UTC offset>|<job id>`.
+
+    fromisoformat alone takes a time cut short by a NUL, a time without an offset (which the
+    driver reads as local time), and one whose UTC is before year 1 (an OverflowError).
+    """
+    invalid = ApiError(400, "INVALID_QUERY", "`cursor` must be a next_cursor value")
+    if not (cursor.isascii() and cursor.isprintable()):
+        raise invalid
+    moment, _, job_id = cursor.partition("|")
     try:
-        moment, job_id = cursor.split("|")
-        return datetime.fromisoformat(moment), uuid.UUID(job_id)
-    except ValueError:
-        raise ApiError(400, "INVALID_QUERY", "`cursor` must be a next_cursor value") from None
+        at = datetime.fromisoformat(moment)
+        if at.tzinfo is not None:
+            return at.astimezone(UTC), uuid.UUID(job_id)
+        # The one time the driver reads without an offset: datetime.min for '-infinity'.
+        if at != datetime.min:
+            raise invalid
+        return at, uuid.UUID(job_id)
+    except (ValueError, OverflowError):
+        raise invalid from None
 
 
 async def jobs_collection(request: Request) -> JSONResponse:

@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,25 @@ from pydantic import ValidationError
 from streams.settings import STAGES, Settings
 
 if TYPE_CHECKING:
+    from api.client import ApiRequestError
     from streams.launcher import Launcher
+
+
+# What to do about an API refusal, by error code, when its message alone does not say.
+_HINTS = {
+    "INVALID_JOB_ID": "check the job id ('stagecast submit' prints it)",
+    "JOB_NOT_FOUND": "check the job id ('stagecast submit' prints it)",
+    "INVALID_LAST_EVENT_ID": "pass --last-event-id a seq that an earlier watch printed",
+    "DATABASE_UNAVAILABLE": "the stack's database is down; try again in a few seconds",
+}
+
+
+class CliError(Exception):
+    """A failure the user can act on: one line on stderr and no traceback, unless --debug."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _settings() -> Settings:
@@ -145,12 +164,53 @@ async def _watch(api_url: str, job_id: str, last_event_id: int | None) -> int:
     return status
 
 
+def _against_api(api_url: str, work: Coroutine[Any, Any, int]) -> int:
+    """Run `work`, which talks to the API at `api_url`; what goes wrong becomes a CliError."""
+    import httpx
+
+    from api.client import ApiRequestError
+
+    try:
+        return asyncio.run(work)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+        raise CliError(
+            f"no API at {api_url} — start one with 'stagecast up' or pass --api URL"
+        ) from error
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as error:
+        raise CliError(f"--api {api_url} is not an http:// or https:// URL", 2) from error
+    except httpx.TransportError as error:
+        raise CliError(
+            f"lost the API at {api_url} ({type(error).__name__}) — check that the stack is "
+            "still up and run the command again"
+        ) from error
+    except ApiRequestError as error:
+        raise CliError(_refusal(error)) from error
+
+
+def _refusal(error: ApiRequestError) -> str:
+    """The API's error body in one line: status, code, message and what to do."""
+    code = str(error.body.get("error_code"))
+    message = " ".join(str(error.body.get("error", "")).split())
+    hint = _HINTS.get(code)
+    return f"the API answered {error.status} {code}: {message}" + (f" — {hint}" if hint else "")
+
+
+def _read_model(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+    except UnicodeDecodeError as error:
+        reason = f"not UTF-8 text (byte {error.object[error.start]:#04x} at {error.start})"
+    raise CliError(f"cannot read {path}: {reason} — pass the path of a .neural file", 2)
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from api.client import ApiRequestError, StagecastClient
 
     settings = _settings()
     api_url = _api_url(args, settings)
-    dsl = Path(args.file).read_text()
+    dsl = _read_model(args.file)
 
     async def submit() -> int:
         async with StagecastClient(api_url) as client:
@@ -162,23 +222,27 @@ def cmd_submit(args: argparse.Namespace) -> int:
                     idempotency_key=args.idempotency_key,
                 )
             except ApiRequestError as error:
-                print(json.dumps(error.body, indent=2), file=sys.stderr)
+                # The refusal itself, as one line of JSON: scripts read its error_code.
+                print(json.dumps(error.body), file=sys.stderr)
                 return 1
         print(json.dumps(accepted, indent=2))
         if args.wait:
             return await _watch(api_url, accepted["job_id"], None)
         return 0
 
-    return asyncio.run(submit())
+    return _against_api(api_url, submit())
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    settings = _settings()
-    return asyncio.run(_watch(_api_url(args, settings), args.job_id, args.last_event_id))
+    api_url = _api_url(args, _settings())
+    return _against_api(api_url, _watch(api_url, args.job_id, args.last_event_id))
 
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="stagecast", description=__doc__)
+    top.add_argument(
+        "--debug", action="store_true", help="show tracebacks instead of one-line errors"
+    )
     sub = top.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start the whole stack (embedded servers unless configured)")
     worker = sub.add_parser("worker", help="run the dispatcher and the stage agents (faust)")
@@ -217,7 +281,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
-    return COMMANDS[args.command](args)
+    try:
+        return COMMANDS[args.command](args)
+    except CliError as error:
+        if args.debug:
+            raise
+        print(f"stagecast: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        return 130
 
 
 if __name__ == "__main__":

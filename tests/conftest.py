@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import pytest
 from projections.migrate import migrate
 from streams.launcher import Launcher, prepare
 from streams.settings import Settings
-from streams.stack import create_database
+from streams.stack import create_database, free_port
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -80,6 +81,21 @@ class Pipeline:
     @property
     def api_url(self) -> str:
         return self.launcher.api_url
+
+
+@contextlib.contextmanager
+def api_alone(settings: Settings, state_dir: Path) -> Iterator[Launcher]:
+    """An API process of its own on `settings`, with no worker or projector behind it."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port(settings.api_host)
+    launcher = Launcher(settings.model_copy(update={"state_dir": state_dir, "api_port": port}))
+    launcher.api_url = f"http://{settings.api_host}:{port}"
+    launcher.spawn("api")
+    try:
+        launcher.wait_ready(60)
+        yield launcher
+    finally:
+        launcher.stop()
 
 
 WARMUP_DSL = (EXAMPLES / "tiny.neural").read_text()

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
+import psutil
 import pytest
 
-from tests.conftest import EXAMPLES, Pipeline
+from api.client import StagecastClient
+from streams.launcher import Launcher
+from streams.stack import free_port
+from tests.conftest import EXAMPLES, Pipeline, RunningStack, api_alone
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +79,146 @@ def test_bad_settings_are_reported_clearly() -> None:
     assert done.returncode == 2
     assert "invalid settings" in done.stderr
     assert "partitions" in done.stderr
+
+
+def one_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The single line a failed command printed on stderr, with no traceback."""
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def no_api() -> str:
+    """A URL nothing listens on."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def test_submit_and_watch_without_an_api_say_how_to_start_one(no_api: str) -> None:
+    expected = f"stagecast: no API at {no_api} — start one with 'stagecast up' or pass --api URL"
+    submitted = stagecast("submit", str(EXAMPLES / "tiny.neural"), "--api", no_api)
+    watched = stagecast("watch", str(uuid.uuid4()), "--api", no_api)
+    for done in (submitted, watched):
+        assert done.returncode == 1
+        assert one_line(done) == expected
+
+
+def test_with_no_stack_running_the_default_api_is_named(tmp_path: Path) -> None:
+    port = free_port()
+    env = dict(
+        os.environ,
+        STAGECAST_STATE_DIR=str(tmp_path),
+        STAGECAST_API_HOST="127.0.0.1",
+        STAGECAST_API_PORT=str(port),
+    )
+    done = stagecast("watch", str(uuid.uuid4()), env=env)
+    assert done.returncode == 1
+    assert one_line(done).startswith(f"stagecast: no API at http://127.0.0.1:{port} — ")
+
+
+def test_debug_shows_the_traceback(no_api: str) -> None:
+    done = stagecast("--debug", "watch", str(uuid.uuid4()), "--api", no_api)
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr
+    assert "httpx.ConnectError" in done.stderr
+
+
+async def test_a_first_feed_connection_that_fails_is_not_retried(no_api: str) -> None:
+    """Nothing to resume: the client does not spend its reconnect backoff (seconds) on it."""
+    started = time.monotonic()
+    async with StagecastClient(no_api) as client:
+        with pytest.raises(httpx.ConnectError):
+            _ = [event async for event in client.events(str(uuid.uuid4()))]
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_bad_api_url_is_a_usage_error() -> None:
+    done = stagecast("watch", str(uuid.uuid4()), "--api", "localhost:8787")
+    assert done.returncode == 2
+    assert one_line(done) == "stagecast: --api localhost:8787 is not an http:// or https:// URL"
+
+
+@pytest.mark.parametrize(
+    ("args", "answer"),
+    [
+        (
+            ("not-a-job",),
+            "400 INVALID_JOB_ID: job id must be a UUID — check the job id ('stagecast submit' "
+            "prints it)",
+        ),
+        (
+            ("0d6c3a43-52a8-4e8c-b7b8-0e0a1f4f7d21",),
+            "404 JOB_NOT_FOUND: no such job (yet) — check the job id ('stagecast submit' prints "
+            "it)",
+        ),
+        (
+            (str(uuid.uuid4()), "--last-event-id", "-1"),
+            "400 INVALID_LAST_EVENT_ID: Last-Event-ID must be a seq: an integer from 0 to 2^63-1 "
+            "— pass --last-event-id a seq that an earlier watch printed",
+        ),
+    ],
+    ids=["not-a-uuid", "unknown-job", "negative-last-event-id"],
+)
+def test_watch_refused_by_the_api_says_why_in_one_line(
+    pipeline: Pipeline, args: tuple[str, ...], answer: str
+) -> None:
+    done = stagecast("watch", *args, "--api", pipeline.api_url)
+    assert done.returncode == 1
+    assert one_line(done) == f"stagecast: the API answered {answer}"
+
+
+def test_submit_of_a_file_it_cannot_read_is_a_usage_error(tmp_path: Path, no_api: str) -> None:
+    binary = tmp_path / "model.neural"
+    binary.write_bytes(b"\xffnetwork")
+    cases = [
+        (tmp_path / "missing.neural", "No such file or directory"),
+        (tmp_path, "Is a directory"),
+        (binary, "not UTF-8 text (byte 0xff at 0)"),
+    ]
+    for path, reason in cases:
+        done = stagecast("submit", str(path), "--api", no_api)
+        assert done.returncode == 2
+        assert one_line(done) == (
+            f"stagecast: cannot read {path}: {reason} — pass the path of a .neural file"
+        )
+
+
+@pytest.fixture(scope="module")
+def lone_api(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    """An API with nothing behind it: its jobs stay queued and their feeds idle."""
+    with api_alone(stack.isolated(), tmp_path_factory.mktemp("lone-api")) as launcher:
+        yield launcher
+
+
+def test_ctrl_c_stops_watch_without_a_traceback(lone_api: Launcher) -> None:
+    tiny = (EXAMPLES / "tiny.neural").read_text()
+    accepted = httpx.post(f"{lone_api.api_url}/jobs", json={"dsl": tiny}, timeout=10)
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["job_id"]
+    port = int(lone_api.api_url.rsplit(":", 1)[1])
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "watch", job_id, "--api", lone_api.api_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_until_connected(watch.pid, port)
+        watch.send_signal(signal.SIGINT)
+        _, stderr = watch.communicate(timeout=30)
+    finally:
+        watch.kill()
+    assert watch.returncode == 130
+    assert stderr == ""
+
+
+def _wait_until_connected(pid: int, port: int, timeout: float = 30.0) -> None:
+    """Until process `pid` holds a connection to `port` (it is following the feed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+        if any(c.raddr and c.raddr.port == port for c in connections):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"process {pid} did not connect to port {port}")
