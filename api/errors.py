@@ -27,6 +27,8 @@ DATABASE_RETRY_AFTER_S = 5
 DATABASE_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     OSError,  # refused or reset connections; TimeoutError too (connect and pool timeouts)
     asyncpg.exceptions.InterfaceError,  # "connection is closed", "pool is closing"
+    # A pooled connection whose server died mid-operation: "cannot switch to state 15".
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.PostgresConnectionError,  # class 08: ConnectionDoesNotExistError, ...
     asyncpg.exceptions.CannotConnectNowError,  # 57P03: the server is starting or stopping
     asyncpg.exceptions.AdminShutdownError,  # 57P01: a shutdown ended the session

@@ -114,57 +114,65 @@ class Projector:
 
     async def _session(self, stop: asyncio.Event) -> None:
         """One database connection and one consumer, positioned at the stored offsets."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.require_kafka(),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            # The embedded broker holds a fetch for its whole max wait; keep hops short.
-            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
-            client_id=f"{self.settings.app_id}-projector-{self.name}",
-        )
         conn = await asyncpg.connect(
             self.settings.require_database(),
             server_settings={"application_name": f"stagecast-projector-{self.name}"},
         )
         try:
-            if not await self._hold_lock(conn, stop):
-                return
-            await consumer.start()
-            partitions = await self._partitions(consumer, stop)
-            if not partitions:
-                return
-            # aiokafka has no public handle on the consumer's connections; this one asks the
-            # broker that serves the fetches.
-            generation = (await broker_state(consumer._client)).generation
-            writer = ProjectionWriter(conn, self.name, generation)
-            await writer.prepare()
-            left = await writer.enter_generation()
-            if left is not None:
-                log.warning(
-                    "projector %s: the broker started a new log (generation %s, was %s); "
-                    "every partition is read from its start",
-                    self.name,
-                    generation,
-                    left,
-                )
-            consumer.assign(partitions)
-            stored = await writer.offsets()
-            for tp in partitions:
-                if (tp.topic, tp.partition) in stored:
-                    consumer.seek(tp, stored[(tp.topic, tp.partition)])
-                else:
-                    await consumer.seek_to_beginning(tp)
-            log.info("projector %s consuming %d partitions", self.name, len(partitions))
-            await self._project(consumer, writer, stop)
+            # Built only once the database answers: a failed connect leaves no consumer behind.
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.require_kafka(),
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                # The embedded broker holds a fetch for its whole max wait; keep hops short.
+                fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+                client_id=f"{self.settings.app_id}-projector-{self.name}",
+            )
+            try:
+                await self._consume(conn, consumer, stop)
+            finally:
+                await consumer.stop()
         except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
             # A connection the server dropped while idle surfaces as a client-side error.
             if conn.is_closed():
                 raise ConnectionError("the database closed the connection") from exc
             raise
         finally:
-            await consumer.stop()
             await conn.close()
+
+    async def _consume(
+        self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer, stop: asyncio.Event
+    ) -> None:
+        if not await self._hold_lock(conn, stop):
+            return
+        await consumer.start()
+        partitions = await self._partitions(consumer, stop)
+        if not partitions:
+            return
+        # aiokafka has no public handle on the consumer's connections; this one asks the
+        # broker that serves the fetches.
+        generation = (await broker_state(consumer._client)).generation
+        writer = ProjectionWriter(conn, self.name, generation)
+        await writer.prepare()
+        left = await writer.enter_generation()
+        if left is not None:
+            log.warning(
+                "projector %s: the broker started a new log (generation %s, was %s); "
+                "every partition is read from its start",
+                self.name,
+                generation,
+                left,
+            )
+        consumer.assign(partitions)
+        stored = await writer.offsets()
+        for tp in partitions:
+            if (tp.topic, tp.partition) in stored:
+                consumer.seek(tp, stored[(tp.topic, tp.partition)])
+            else:
+                await consumer.seek_to_beginning(tp)
+        log.info("projector %s consuming %d partitions", self.name, len(partitions))
+        await self._project(consumer, writer, stop)
 
     async def _project(
         self, consumer: AIOKafkaConsumer, writer: ProjectionWriter, stop: asyncio.Event

@@ -31,6 +31,7 @@ def _raising(error: Exception) -> httpx.AsyncClient:
         OSError(113, "No route to host"),
         asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed mid-operation"),
         asyncpg.exceptions.InterfaceError("connection is closed"),
+        asyncpg.exceptions.InternalClientError("cannot switch to state 15"),
         asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
         asyncpg.exceptions.AdminShutdownError("terminating connection: administrator command"),
         asyncpg.exceptions.CrashShutdownError("terminating connection: another server crashed"),
