@@ -101,6 +101,8 @@ def job_requested(submission: JobSubmission, tenant: str, source: str) -> dict[s
         kind=submission.kind,
         dsl=submission.dsl,
         code=submission.code,
+        language=submission.language,
+        stdin=submission.stdin,
         target=submission.target,
         stages=list(submission.stages),
         train=json.dumps(submission.train) if submission.train is not None else None,

@@ -13,6 +13,8 @@ class Limits(BaseModel):
     timeout_seconds: int | None = Field(default=None, ge=1, le=86_400)
     memory_mb: int | None = Field(default=None, ge=16, le=65_536)
     cpu_seconds: int | None = Field(default=None, ge=1, le=86_400)
+    processes: int | None = Field(default=None, ge=1, le=4_096)
+    output_kib: int | None = Field(default=None, ge=1, le=1_048_576)
 
 
 class JobSubmission(BaseModel):
@@ -23,6 +25,8 @@ class JobSubmission(BaseModel):
     kind: Literal["MODEL", "CODE"] = "MODEL"
     dsl: str | None = None
     code: str | None = None
+    language: Literal["python", "c", "javascript"] | None = None
+    stdin: str | None = None
     target: Literal["pytorch", "tensorflow"] = "pytorch"
     stages: list[str] = Field(default_factory=list, max_length=5)
     train: dict[str, Any] | None = None

@@ -18,6 +18,8 @@ from streams.settings import STAGES, Settings
 TARGETS = ("pytorch", "tensorflow")
 MODEL_STAGES = ("parse", "compile", "codegen")
 OPTIONAL_MODEL_STAGES = ("execute", "train")
+LANGUAGES = ("python", "c", "javascript")
+ADDED_REQUEST_FIELDS = ("language", "stdin")
 IDEMPOTENCY_NAMESPACE = uuid.UUID("0d6c3a43-52a8-4e8c-b7b8-0e0a1f4f7d21")
 # What a request asks for; its event id, time and source may differ between copies of it.
 REQUEST_FIELDS = (
@@ -74,6 +76,13 @@ def plan_job(request: Mapping[str, Any], settings: Settings) -> tuple[str, ...] 
             )
         plan = ("execute",)
         problem = _check_body(request, "code", "dsl", settings.max_code_bytes)
+        language = request.get("language") or "python"
+        if problem is None and language not in LANGUAGES:
+            problem = Rejection(
+                "LANGUAGE_UNSUPPORTED",
+                f"language {language!r} is not supported",
+                {"supported": list(LANGUAGES)},
+            )
     if problem is not None:
         return problem
     train = request.get("train")
@@ -137,6 +146,8 @@ def job_spec(request: Mapping[str, Any]) -> dict[str, Any]:
 def request_digest(request: Mapping[str, Any]) -> str:
     """Equal for two copies of one request, different for two requests under one job id."""
     asked = {name: request.get(name) for name in REQUEST_FIELDS}
+    # Fields of JobRequested v2 count only when set: digests stored before them stay valid.
+    asked |= {name: request[name] for name in ADDED_REQUEST_FIELDS if request.get(name) is not None}
     return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
 
 

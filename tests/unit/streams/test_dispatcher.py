@@ -6,7 +6,14 @@ import json
 import uuid
 from typing import Any
 
-from streams.dispatcher import Rejection, decide, job_id_for, job_spec, plan_job
+from streams.dispatcher import (
+    Rejection,
+    decide,
+    job_id_for,
+    job_spec,
+    plan_job,
+    request_digest,
+)
 from streams.settings import Settings
 
 SETTINGS = Settings(_env_file=None)  # type: ignore[call-arg]
@@ -98,3 +105,20 @@ def test_the_same_request_twice_gives_the_same_event_ids() -> None:
     first = [o.record["event_id"] for o in decide(given, SETTINGS, "test")]
     again = [o.record["event_id"] for o in decide(given, SETTINGS, "test")]
     assert first == again
+
+
+def test_code_jobs_name_a_known_language_or_default_to_python() -> None:
+    everything = SETTINGS.model_copy(
+        update={"enabled_stages": ("parse", "compile", "codegen", "execute", "train")}
+    )
+    for language in (None, "python", "c", "javascript"):
+        job = request(kind="CODE", dsl=None, code="x", language=language)
+        assert plan_job(job, everything) == ("execute",)
+    cobol = request(kind="CODE", dsl=None, code="x", language="cobol")
+    assert rejected(plan_job(cobol, everything)) == "LANGUAGE_UNSUPPORTED"
+
+
+def test_unset_v2_request_fields_leave_the_digest_of_a_v1_request_unchanged() -> None:
+    v1 = request()
+    assert request_digest(v1) == request_digest(v1 | {"language": None, "stdin": None})
+    assert request_digest(v1) != request_digest(v1 | {"stdin": "1\n"})
