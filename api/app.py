@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from api.cancel import cancel_job
 from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware, error_response
 from api.feed import FeedNotifier, job_events
 from api.jobs import get_job, get_stages, jobs_collection
@@ -82,6 +83,7 @@ def create_app(settings: Settings) -> ASGIApp:
         Route("/jobs/{job_id}", get_job),
         Route("/jobs/{job_id}/stages", get_stages),
         Route("/jobs/{job_id}/events", job_events),
+        Route("/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,

@@ -54,6 +54,9 @@ class StagecastClient:
         *,
         kind: str = "MODEL",
         code: str | None = None,
+        language: str | None = None,
+        stdin: str | None = None,
+        limits: dict[str, int] | None = None,
         stages: Sequence[str] = (),
         target: str = "pytorch",
         idempotency_key: str | None = None,
@@ -64,6 +67,12 @@ class StagecastClient:
             body["dsl"] = dsl
         if code is not None:
             body["code"] = code
+        if language is not None:
+            body["language"] = language
+        if stdin is not None:
+            body["stdin"] = stdin
+        if limits:
+            body["limits"] = limits
         if idempotency_key is not None:
             body["idempotency_key"] = idempotency_key
         if labels:
@@ -73,6 +82,11 @@ class StagecastClient:
 
     async def job(self, job_id: str) -> dict[str, Any]:
         return self._checked(await self._http.get(f"/jobs/{job_id}"))
+
+    async def cancel(self, job_id: str, reason: str = "") -> dict[str, Any]:
+        """Ask every worker to stop the job; 409 (ApiRequestError) once it has ended."""
+        body = {"reason": reason} if reason else {}
+        return self._checked(await self._http.post(f"/jobs/{job_id}/cancel", json=body))
 
     async def events(
         self, job_id: str, last_event_id: int | None = None, *, reconnects: int = 5

@@ -58,7 +58,7 @@ def _links(job_id: str) -> dict[str, str]:
     return {"self": f"/jobs/{job_id}", "events": f"/jobs/{job_id}/events"}
 
 
-async def _read_body(request: Request, limit: int) -> Any:
+async def read_body(request: Request, limit: int) -> Any:
     declared = ascii_int(request.headers.get("content-length", ""))
     if declared is not None and declared > limit:
         raise ApiError(413, "REQUEST_TOO_LARGE", f"body larger than {limit} bytes")
@@ -205,7 +205,7 @@ async def submit_job(request: Request) -> JSONResponse:
     settings: Settings = state.settings
     publisher: EventPublisher = state.publisher
     tenant = _tenant(request, settings)
-    raw = await _read_body(request, settings.max_request_bytes)
+    raw = await read_body(request, settings.max_request_bytes)
     unstorable = unstorable_strings(raw)
     if unstorable:
         raise ApiError(422, "VALIDATION_FAILED", "the job request is not valid", unstorable)

@@ -177,15 +177,16 @@ def build_app(
         handler = Dispatcher(publisher, settings, app.ledger).handle
         intake = Intake("JobRequested", handler, publisher, codec, settings)
         add_agent("dispatcher", settings.topics.requests, intake)
+    cancels = ControlListener()
     for name in STAGES:
         # A command for a stage not run here (sent straight to Kafka, or left by a deployment
         # that ran it) fails its job visibly rather than waiting for a consumer forever.
         stage = logic[name] if name in settings.enabled_stages else unavailable
-        runner = StageRunner(name, stage, publisher, settings)
+        runner = StageRunner(name, stage, publisher, settings, cancels)
         intake = Intake("StageCommand", runner.handle, publisher, codec, settings)
         add_agent(f"stage-{name}", settings.topics.stage(name), intake)
-    cancels = Intake("CancelRequested", ControlListener().handle, publisher, codec, settings)
-    app.control = ControlFeed(settings, cancels)
+    control = Intake("CancelRequested", cancels.handle, publisher, codec, settings)
+    app.control = ControlFeed(settings, control)
     return app
 
 

@@ -28,6 +28,8 @@ _HINTS = {
     "JOB_NOT_FOUND": "check the job id ('stagecast submit' prints it)",
     "INVALID_LAST_EVENT_ID": "pass --last-event-id a seq that an earlier watch printed",
     "DATABASE_UNAVAILABLE": "the stack's database is down; try again in a few seconds",
+    "BROKER_UNAVAILABLE": "the stack's broker is down; try again in a few seconds",
+    "JOB_FINISHED": "nothing to cancel ('stagecast watch' shows how it ended)",
 }
 
 
@@ -233,6 +235,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return _against_api(api_url, submit())
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from api.client import StagecastClient
+
+    api_url = _api_url(args, _settings())
+
+    async def cancel() -> int:
+        async with StagecastClient(api_url) as client:
+            answer = await client.cancel(args.job_id, args.reason or "")
+        print(f"cancelling {answer['job_id']}; follow it with 'stagecast watch {answer['job_id']}'")
+        return 0
+
+    return _against_api(api_url, cancel())
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     api_url = _api_url(args, _settings())
     return _against_api(api_url, _watch(api_url, args.job_id, args.last_event_id))
@@ -258,6 +274,10 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--idempotency-key")
     submit.add_argument("--wait", action="store_true", help="follow the job until it finishes")
     submit.add_argument("--api", help="API base URL (default: the running stack)")
+    cancel = sub.add_parser("cancel", help="stop a job (every worker hears it)")
+    cancel.add_argument("job_id")
+    cancel.add_argument("--reason", help="why, shown on the job's feed")
+    cancel.add_argument("--api", help="API base URL (default: the running stack)")
     watch = sub.add_parser("watch", help="follow a job's events")
     watch.add_argument("job_id")
     watch.add_argument("--last-event-id", type=int)
@@ -273,6 +293,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "submit": cmd_submit,
     "watch": cmd_watch,
+    "cancel": cmd_cancel,
 }
 
 

@@ -1,8 +1,9 @@
 """The control plane as one worker sees it: every CancelRequested, whichever worker runs the job.
 
 A consumer group would hand each control message to one worker only, while the job it names
-may run on any of them; so every worker reads the control topic outside any group, from the
-moment it starts (a cancel sent before then is about work this worker never started).
+may run on any of them; so every worker reads the whole control topic outside any group. It
+reads what is already there before it starts serving, so a job cancelled before a worker
+joined is still never started by it, and then follows the topic live.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -26,33 +27,55 @@ _RETRY_S = 1.0
 
 
 class ControlListener:
-    """What this worker has been asked to cancel; stages ask `cancelled(job_id)`."""
+    """What this worker has been asked to cancel; stages ask `cancelled` or `watch` a job."""
 
     def __init__(self) -> None:
-        self._cancelled: set[str] = set()
+        self._cancelled: dict[str, str] = {}
+        self._watchers: dict[str, set[asyncio.Event]] = {}
 
     async def handle(self, record: Mapping[str, Any]) -> None:
         job_id = str(record["job_id"])
-        self._cancelled.add(job_id)
-        # No stage that runs today can be stopped half-way; the execute stage will ask.
-        log.warning(
-            "cancel requested for job %s (%s); cancellation is not available until the "
-            "execute stage lands",
+        reason = str(record.get("reason") or "")
+        self._cancelled.setdefault(job_id, reason)
+        watchers = self._watchers.get(job_id, ())
+        log.info(
+            "cancel requested for job %s (%s); %d running stage(s) stop",
             job_id,
-            record.get("reason") or "no reason given",
+            reason or "no reason given",
+            len(watchers),
         )
+        for event in watchers:
+            event.set()
 
     def cancelled(self, job_id: str) -> bool:
         return job_id in self._cancelled
 
+    def reason(self, job_id: str) -> str:
+        return self._cancelled.get(job_id, "")
+
+    @contextlib.contextmanager
+    def watch(self, job_id: str) -> Iterator[asyncio.Event]:
+        """An event set when `job_id` is cancelled (already set if it was)."""
+        event = asyncio.Event()
+        if job_id in self._cancelled:
+            event.set()
+        self._watchers.setdefault(job_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            watchers = self._watchers[job_id]
+            watchers.discard(event)
+            if not watchers:
+                del self._watchers[job_id]
+
 
 def consumer_options(settings: Settings) -> dict[str, Any]:
-    """A consumer in no group, committing nothing, starting at the end of the topic."""
+    """A consumer in no group, committing nothing, reading the topic from its start."""
     return {
         "bootstrap_servers": settings.require_kafka(),
         "group_id": None,
         "enable_auto_commit": False,
-        "auto_offset_reset": "latest",
+        "auto_offset_reset": "earliest",
         "fetch_max_wait_ms": settings.fetch_max_wait_ms,
         "client_id": f"{settings.app_id}-control",
     }
@@ -68,7 +91,7 @@ class ControlFeed:
         self._listening: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Positioned at the end of the topic when this returns: later messages all arrive."""
+        """Every cancel already on the topic is handled when this returns; later ones follow."""
         consumer = AIOKafkaConsumer(**consumer_options(self.settings))
         self._consumer = consumer
         await consumer.start()
@@ -80,9 +103,15 @@ class ControlFeed:
             await consumer.topics()
         assigned = [TopicPartition(topic, partition) for partition in sorted(partitions)]
         consumer.assign(assigned)
-        await consumer.seek_to_end(*assigned)
-        for tp in assigned:
-            await consumer.position(tp)
+        await consumer.seek_to_beginning(*assigned)
+        listed = await consumer.end_offsets(assigned)
+        while True:
+            behind = [tp for tp in assigned if await consumer.position(tp) < listed[tp]]
+            if not behind:
+                break
+            for messages in (await consumer.getmany(*behind, timeout_ms=100)).values():
+                for message in messages:
+                    await self.intake.receive(Origin.of(message))
         self._listening = asyncio.create_task(self._listen(consumer))
 
     async def stop(self) -> None:

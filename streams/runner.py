@@ -13,11 +13,12 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
+from streams.control import ControlListener
 from streams.envelope import envelope, error_info
 from streams.intake import Refused
 from streams.producer import EventPublisher, Outgoing, event_id_for
 from streams.settings import STAGES, Settings
-from streams.stage import Outcome, Problem, StageFailure, StageResult
+from streams.stage import Outcome, Problem, StageCancelled, StageFailure, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class StageReporter:
         self._source = source
         self._sequence = 0
         self._started = list(started)
+        # Set when the job is cancelled while this stage runs (long stages watch it).
+        self.cancel = asyncio.Event()
 
     @property
     def reported(self) -> int:
@@ -94,12 +97,26 @@ class StageReporter:
         return record
 
     async def _send(self, event_type: str, record: dict[str, Any]) -> None:
+        await self._send_all([(event_type, record)])
+
+    async def _send_all(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Publish in order with one acknowledgement wait for all of them."""
         if self._started:
             # Progress goes to another topic: STARTED must be in the log before any of it.
             await asyncio.gather(*self._started)
             self._started = []
         topic = self._publisher.settings.topics.progress
-        await self._publisher.publish([Outgoing(topic, event_type, record)])
+        await self._publisher.publish([Outgoing(topic, kind, record) for kind, record in items])
+
+    async def logs(self, lines: Sequence[tuple[str, str]], level: str = "INFO") -> None:
+        """Several LogEmitted at once, in order: (stream, message) each."""
+        items = []
+        for stream, message in lines:
+            record = self._record("log")
+            record.update(level=level, stream=stream, message=message)
+            items.append(("LogEmitted", record))
+        if items:
+            await self._send_all(items)
 
     async def progress(self, percent: float, message: str = "") -> None:
         record = self._record("progress")
@@ -142,12 +159,14 @@ class StageRunner:
         logic: StageLogic,
         publisher: EventPublisher,
         settings: Settings,
+        cancels: ControlListener | None = None,
     ) -> None:
         self.stage = stage
         self.logic = logic
         self.publisher = publisher
         self.settings = settings
         self.source = f"{settings.source}.stage.{stage}"
+        self.cancels = cancels or ControlListener()
 
     async def handle(self, record: Mapping[str, Any]) -> None:
         if record["stage"] != self.stage:
@@ -159,11 +178,20 @@ class StageRunner:
         await self.run(command)
 
     async def run(self, command: StageCommand) -> None:
+        if self.cancels.cancelled(command.job_id):
+            # Cancelled before this stage started: it never starts.
+            await self.publisher.publish([self._cancelled_job(command)])
+            return
+        with self.cancels.watch(command.job_id) as cancel:
+            await self._attempt(command, cancel)
+
+    async def _attempt(self, command: StageCommand, cancel: asyncio.Event) -> None:
         started = time.monotonic()
         # Not awaited here: it shares a partition and a producer with this stage's later
         # events, so it stays ahead of them; its delivery is awaited with theirs.
         in_flight = await self.publisher.send([self._changed(command, "STARTED")])
         reporter = StageReporter(self.publisher, command, self.source, started=in_flight)
+        reporter.cancel = cancel
         try:
             outcome = await self.logic(command, reporter)
         except KafkaError:
@@ -173,6 +201,17 @@ class StageRunner:
             outcome = StageFailure((Problem("STAGE_CRASHED", f"{type(error).__name__}: {error}"),))
         duration_ms = int((time.monotonic() - started) * 1000)
         reported = reporter.reported
+        if isinstance(outcome, StageCancelled):
+            changed = self._changed(
+                command,
+                "CANCELLED",
+                summary=outcome.summary,
+                error=self._cancel_error(command, outcome.reason),
+                duration_ms=duration_ms,
+                reported=reported,
+            )
+            await self._deliver([changed, self._cancelled_job(command)], in_flight)
+            return
         if isinstance(outcome, StageResult):
             try:
                 # Encoded before anything is sent: a refusal cannot follow a SUCCEEDED.
@@ -225,11 +264,24 @@ class StageRunner:
         )
         return Outgoing(self.settings.topics.events, "StageChanged", record)
 
+    def _cancel_error(self, command: StageCommand, reason: str = "") -> dict[str, Any]:
+        reason = reason or self.cancels.reason(command.job_id)
+        return error_info("CANCELLED", reason or "the job was cancelled", {"stage": command.stage})
+
+    def _cancelled_job(self, command: StageCommand, ran: bool = False) -> Outgoing:
+        """JobFinished CANCELLED; `ran` when the command's own stage completed first."""
+        return self._finished(command, "CANCELLED", self._cancel_error(command), ran)
+
     def _finished(
-        self, command: StageCommand, status: str, error: dict[str, Any] | None
+        self,
+        command: StageCommand,
+        status: str,
+        error: dict[str, Any] | None,
+        ran: bool | None = None,
     ) -> Outgoing:
         record = self._base(command, "finished", status)
-        done = command.plan[: command.plan.index(command.stage) + (status == "SUCCEEDED")]
+        ran = status == "SUCCEEDED" if ran is None else ran
+        done = command.plan[: command.plan.index(command.stage) + ran]
         record.update(status=status, error=error, stages_completed=list(done), duration_ms=None)
         return Outgoing(self.settings.topics.events, "JobFinished", record)
 
@@ -246,6 +298,10 @@ class StageRunner:
         following = command.next_stage
         if following is None:
             out.append(self._finished(command, "SUCCEEDED", None))
+            return out
+        if self.cancels.cancelled(command.job_id):
+            # Cancelled while this stage ran: the next one never starts.
+            out.append(self._cancelled_job(command, ran=True))
             return out
         record = self._base(command, "next", following)
         record.update(

@@ -59,7 +59,15 @@ class StageFailure:
         return first.message if not more else f"{first.message} (and {more} more)"
 
 
-Outcome = StageResult | StageFailure
+@dataclass(frozen=True, slots=True)
+class StageCancelled:
+    """A stage stopped because its job was cancelled; `summary` says how far it got."""
+
+    reason: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+Outcome = StageResult | StageFailure | StageCancelled
 
 
 class Reporter(Protocol):

@@ -59,7 +59,7 @@ async def feed_when_quiet(pipeline: Pipeline, job_id: str) -> list[tuple[str, An
             )
             ended = await conn.fetchval(
                 "SELECT status FROM jobs WHERE job_id = $1", uuid.UUID(job_id)
-            ) in ("SUCCEEDED", "FAILED", "REJECTED")
+            ) in ("SUCCEEDED", "FAILED", "REJECTED", "CANCELLED")
             if count != last:
                 last, quiet_since = count, time.monotonic()
             elif ended and time.monotonic() - quiet_since > 1.5:

@@ -11,11 +11,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from schemas.codec import default_codec
+from streams.control import ControlListener
 from streams.envelope import Origin, envelope
 from streams.intake import Intake
 from streams.producer import EventPublisher
 from streams.runner import StageCommand, StageReporter, StageRunner
-from streams.stage import Outcome, StageResult
+from streams.stage import Outcome, StageCancelled, StageResult
 from tests.conftest import RunningStack
 
 pytestmark = pytest.mark.integration
@@ -198,3 +199,82 @@ async def test_output_too_big_for_the_broker_fails_the_job(stack: RunningStack) 
     failure = await failed_stage(settings)
     assert failure["error"]["code"] == "OUTPUT_INVALID"
     assert "over the 1000000-byte limit" in failure["error"]["message"]
+
+
+async def until_cancelled(command: StageCommand, reporter: StageReporter) -> Outcome:
+    await reporter.logs([("stdout", "working"), ("stderr", "still working")])
+    await asyncio.wait_for(reporter.cancel.wait(), 20)
+    return StageCancelled("stopped by the test", summary={"ran": True})
+
+
+async def test_cancel_stops_a_running_stage_and_a_cancelled_job_starts_no_stage(
+    stack: RunningStack,
+) -> None:
+    settings = await asyncio.to_thread(stack.isolated)
+    publisher = EventPublisher(settings, default_codec())
+    await publisher.start()
+    cancels = ControlListener()
+    try:
+        running_job, cancelled_job, after_job = (str(uuid.uuid4()) for _ in range(3))
+        topic = settings.topics.stage("parse")
+        slow = intake_for(
+            StageRunner("parse", until_cancelled, publisher, settings, cancels), publisher
+        )
+        work = intake_for(StageRunner("parse", working, publisher, settings, cancels), publisher)
+        running = asyncio.create_task(
+            slow.receive(Origin(topic, 0, 1, None, command_bytes(running_job)))
+        )
+        await asyncio.sleep(0.3)
+        assert not running.done()
+        await cancels.handle({"job_id": running_job, "reason": "user asked"})
+        await asyncio.wait_for(running, 5)
+        await cancels.handle({"job_id": cancelled_job, "reason": ""})
+        await work.receive(Origin(topic, 0, 2, None, command_bytes(cancelled_job)))
+        # Cancelled while its stage ran: the stage succeeds, the next one never starts.
+        gate = asyncio.Event()
+
+        async def finishing_after_the_cancel(
+            command: StageCommand, reporter: StageReporter
+        ) -> Outcome:
+            await gate.wait()
+            return StageResult(output={}, summary={})
+
+        late = StageRunner("parse", finishing_after_the_cancel, publisher, settings, cancels)
+        finishing = asyncio.create_task(
+            intake_for(late, publisher).receive(Origin(topic, 0, 3, None, command_bytes(after_job)))
+        )
+        await asyncio.sleep(0.3)
+        await cancels.handle({"job_id": after_job, "reason": ""})
+        gate.set()
+        await asyncio.wait_for(finishing, 5)
+    finally:
+        await publisher.stop()
+
+    events = await read_all(settings, [settings.topics.events, settings.topics.stage("compile")], 7)
+    by_job: dict[str, list[str]] = {}
+    for event_type, record in events:
+        step = record.get("status") if event_type != "StageCommand" else record["stage"]
+        by_job.setdefault(record["job_id"], []).append(f"{event_type} {step}")
+    assert by_job[running_job] == [
+        "StageChanged STARTED",
+        "StageChanged CANCELLED",
+        "JobFinished CANCELLED",
+    ]
+    assert by_job[cancelled_job] == ["JobFinished CANCELLED"]
+    assert by_job[after_job] == [
+        "StageChanged STARTED",
+        "StageChanged SUCCEEDED",
+        "JobFinished CANCELLED",
+    ]
+    stopped = {
+        (r["job_id"], t): r
+        for t, r in events
+        if t == "JobFinished" or r.get("status") == "CANCELLED"
+    }
+    changed = stopped[(running_job, "StageChanged")]
+    assert changed["error"]["code"] == "CANCELLED"
+    assert json.loads(changed["summary"]) == {"ran": True}
+    assert changed["reported"] == 2
+    assert stopped[(running_job, "JobFinished")]["error"]["message"] == "user asked"
+    assert stopped[(cancelled_job, "JobFinished")]["stages_completed"] == []
+    assert stopped[(after_job, "JobFinished")]["stages_completed"] == ["parse"]

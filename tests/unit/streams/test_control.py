@@ -1,7 +1,8 @@
-"""What a worker remembers from the control topic, and how it reads it (no group, from now on)."""
+"""What a worker remembers from the control topic, and how it reads it (no group, all of it)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from streams.control import ControlListener, consumer_options
@@ -14,10 +15,25 @@ async def test_listener_remembers_the_jobs_it_was_asked_to_cancel() -> None:
     await listener.handle({"job_id": asked, "reason": "user asked"})
     await listener.handle({"job_id": asked, "reason": ""})
     assert listener.cancelled(asked)
+    assert listener.reason(asked) == "user asked"  # the first reason stays
     assert not listener.cancelled(other)
+    assert listener.reason(other) == ""
 
 
-def test_control_consumer_has_no_group_and_starts_at_the_end() -> None:
+async def test_a_watched_job_is_stopped_by_its_cancel_and_no_other() -> None:
+    listener = ControlListener()
+    job, other = str(uuid.uuid4()), str(uuid.uuid4())
+    with listener.watch(job) as stop, listener.watch(other) as other_stop:
+        assert not stop.is_set()
+        await listener.handle({"job_id": job, "reason": ""})
+        await asyncio.wait_for(stop.wait(), 1)
+        assert not other_stop.is_set()
+    # A stage that starts after the cancel sees it at once.
+    with listener.watch(job) as late:
+        assert late.is_set()
+
+
+def test_control_consumer_has_no_group_and_reads_the_topic_from_its_start() -> None:
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         kafka_bootstrap_servers="broker:9092",
@@ -28,7 +44,7 @@ def test_control_consumer_has_no_group_and_starts_at_the_end() -> None:
     # In a group each message would reach one worker; every worker must see every cancel.
     assert options["group_id"] is None
     assert options["enable_auto_commit"] is False
-    # A cancel sent before this worker started is about work it never took on.
-    assert options["auto_offset_reset"] == "latest"
+    # A job cancelled before this worker started must not be started by it either.
+    assert options["auto_offset_reset"] == "earliest"
     assert options["bootstrap_servers"] == "broker:9092"
     assert options["fetch_max_wait_ms"] == 25
