@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # A local wheel directory (CPU PyTorch) is used when the machine has one.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 
 .PHONY: install demo test lint typecheck unit bench clean
 
@@ -13,7 +14,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(FIND_LINKS) -e '.[dev,keras]'
 	touch $(STAMP)
 
+# The execute stage's sandbox runs programs under bubblewrap (Debian's package): installed
+# here when missing and we are root, otherwise we say how.
 install: $(STAMP)
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    $(APT_INSTALL) bubblewrap || { apt-get update && $(APT_INSTALL) bubblewrap; }; \
+	  else \
+	    echo "bubblewrap is missing: run 'sudo apt-get install bubblewrap'" >&2; \
+	  fi; }
 
 demo: install
 	$(BIN)/stagecast demo
@@ -32,6 +41,7 @@ bench: install
 	$(BIN)/python bench/dsl.py
 	$(BIN)/python bench/projector.py
 	$(BIN)/python bench/e2e_latency.py
+	$(BIN)/python bench/execute.py
 
 clean:
 	rm -rf $(VENV) .stagecast .pytest_cache .mypy_cache .ruff_cache
