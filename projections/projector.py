@@ -37,6 +37,9 @@ _FETCH_CHUNK = 50
 _CUT_TIMEOUT_S = 2.0
 # Connection failures are retried from the stored offsets after this pause.
 _RECONNECT_DELAY_S = 1.0
+_STATEMENT_TIMEOUT_S = 120.0
+# How long a session may take to start, from holding the lock to its first fetch.
+_SESSION_START_S = 30.0
 
 # What a restarted, unreachable or terminated database looks like (ConnectionError included,
 # an OSError); anything else is a bug and stops the projector.
@@ -53,6 +56,10 @@ log = logging.getLogger(__name__)
 
 class GenerationChanged(Exception):
     """The broker under the projector started a new log: the session starts over."""
+
+
+class SessionStalled(Exception):
+    """A session did not get going in time: it starts over, saying where it was stuck."""
 
 
 @dataclass
@@ -85,6 +92,7 @@ class Projector:
         self.codec = codec
         self.name = name
         self.stats = ProjectorStats()
+        self._step = "connecting"
         self.topics = (settings.topics.requests, settings.topics.events, settings.topics.progress)
         # Only the live projector dead-letters, so a replay does not repeat its letters; and
         # not `requests`, whose bad messages the dispatcher (an Intake) dead-letters already.
@@ -97,7 +105,7 @@ class Projector:
         while not stop.is_set():
             try:
                 await self._session(stop)
-            except GenerationChanged as change:
+            except (GenerationChanged, SessionStalled) as change:
                 log.warning("projector %s: %s; starting a new session", self.name, change)
             except KafkaError as exc:
                 if stop.is_set():
@@ -114,8 +122,12 @@ class Projector:
 
     async def _session(self, stop: asyncio.Event) -> None:
         """One database connection and one consumer, positioned at the stored offsets."""
+        self._step = "connecting to the database"
         conn = await asyncpg.connect(
             self.settings.require_database(),
+            # A statement that hangs (a lock, a server that stopped answering) ends the
+            # session, which resumes from the stored offsets.
+            command_timeout=_STATEMENT_TIMEOUT_S,
             server_settings={"application_name": f"stagecast-projector-{self.name}"},
         )
         try:
@@ -146,14 +158,35 @@ class Projector:
     ) -> None:
         if not await self._hold_lock(conn, stop):
             return
+        try:
+            # Each step is bounded: a session that cannot start (a broker that answers
+            # but not yet sensibly) starts over instead of waiting without a word.
+            async with asyncio.timeout(_SESSION_START_S):
+                writer = await self._start(conn, consumer, stop)
+        except TimeoutError:
+            raise SessionStalled(
+                f"projector {self.name}: the session did not start within "
+                f"{_SESSION_START_S:g} s (stuck at: {self._step})"
+            ) from None
+        if writer is not None:
+            await self._project(consumer, writer, stop)
+
+    async def _start(
+        self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer, stop: asyncio.Event
+    ) -> ProjectionWriter | None:
+        """The consumer started, assigned and positioned; None when asked to stop first."""
+        self._step = "starting the consumer"
         await consumer.start()
+        self._step = "waiting for the topics"
         partitions = await self._partitions(consumer, stop)
         if not partitions:
-            return
+            return None
         # aiokafka has no public handle on the consumer's connections; this one asks the
         # broker that serves the fetches.
+        self._step = "asking the broker its generation"
         generation = (await broker_state(consumer._client)).generation
         writer = ProjectionWriter(conn, self.name, generation)
+        self._step = "entering the generation"
         await writer.prepare()
         left = await writer.enter_generation()
         if left is not None:
@@ -165,6 +198,7 @@ class Projector:
                 left,
             )
         consumer.assign(partitions)
+        self._step = "positioning at the stored offsets"
         stored = await writer.offsets()
         for tp in partitions:
             if (tp.topic, tp.partition) in stored:
@@ -172,7 +206,7 @@ class Projector:
             else:
                 await consumer.seek_to_beginning(tp)
         log.info("projector %s consuming %d partitions", self.name, len(partitions))
-        await self._project(consumer, writer, stop)
+        return writer
 
     async def _project(
         self, consumer: AIOKafkaConsumer, writer: ProjectionWriter, stop: asyncio.Event
@@ -242,13 +276,15 @@ class Projector:
     async def _hold_lock(self, conn: asyncpg.Connection, stop: asyncio.Event) -> bool:
         """Wait to be the only projector of this name; False if asked to stop first."""
         # Offsets and seq order assume one writer; a second process waits as a standby.
+        said = log.warning
         while not stop.is_set():
             if await conn.fetchval(
                 "SELECT pg_try_advisory_lock(hashtextextended('stagecast.projector.' || $1, 0))",
                 self.name,
             ):
                 return True
-            log.info("projector %s is running elsewhere; waiting", self.name)
+            said("projector %s is running elsewhere; waiting as a standby", self.name)
+            said = log.info
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
         return False
@@ -267,6 +303,7 @@ class Projector:
                     for topic, parts in found.items()
                     for partition in sorted(parts or ())
                 ]
+            self._step = f"waiting for the topics {missing}"
             log.info("projector %s waiting for topics %s", self.name, missing)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
