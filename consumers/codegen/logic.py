@@ -49,11 +49,19 @@ def generate_code(
         )
     module = GENERATORS[chosen](compiled)
     digest = hashlib.sha256(module.encode()).hexdigest()
+    first = compiled["layers"][0]
     output = {
         "target": chosen,
         "module": module,
         "sha256": digest,
         "entrypoints": {"build": "build_model", "train": "train"},
+        # What running the module needs to know: a sample's shapes, and for a model that
+        # starts with an embedding, that its inputs are token ids below the vocabulary size.
+        "input_shape": list(compiled["input_shape"]),
+        "output_shape": list(compiled["output_shape"]),
+        "token_ids_below": (
+            first["params"].get("input_dim") if first["type"] == "Embedding" else None
+        ),
     }
     summary = {"target": chosen, "lines": module.count("\n"), "sha256": digest}
     return StageResult(output, summary)

@@ -103,7 +103,12 @@ def test_generated_is_a_module_with_its_hash_and_entrypoints() -> None:
         "module": "import torch\n",
         "sha256": "0" * 64,
         "entrypoints": {"build": "build_model", "train": "train"},
+        "input_shape": [8, 8, 1],
+        "output_shape": [10],
+        "token_ids_below": None,
     }
     validator("generated").validate(generated)
+    assert validator("generated").is_valid({**generated, "token_ids_below": 5000})
+    assert not validator("generated").is_valid({**generated, "output_shape": [0]})
     assert not validator("generated").is_valid({**generated, "entrypoints": {"build": "b"}})
     assert not validator("generated").is_valid({**generated, "sha256": "xyz"})
