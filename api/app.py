@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import uvicorn
@@ -48,8 +50,30 @@ async def ready(request: Request) -> JSONResponse:
         missing = broker.missing(state.settings.topics.all())
         checks["broker"] = f"missing topics: {', '.join(missing)}" if missing else "ok"
     if all(value == "ok" for value in checks.values()):
-        return JSONResponse({"status": "ready", "checks": checks})
+        sandboxes = await _sandboxes(state.pool)
+        return JSONResponse({"status": "ready", "checks": checks, "execute": sandboxes})
     return error_response(request, 503, "NOT_READY", "not ready", checks)
+
+
+async def _sandboxes(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """What the execute stage of each live worker can confine (workers report every 30 s)."""
+    rows = await asyncio.wait_for(
+        pool.fetch(
+            "SELECT worker, protections, missing, toolchains FROM worker_sandboxes "
+            "WHERE seen_at > now() - interval '90 seconds' ORDER BY worker"
+        ),
+        _CHECK_TIMEOUT_S,
+    )
+    return [
+        {
+            "worker": row["worker"],
+            "confined": not json.loads(row["missing"]),
+            "protections": json.loads(row["protections"]),
+            "missing": json.loads(row["missing"]),
+            "toolchains": json.loads(row["toolchains"]),
+        }
+        for row in rows
+    ]
 
 
 def create_app(settings: Settings) -> ASGIApp:

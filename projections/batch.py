@@ -176,6 +176,8 @@ def staged_row(
             {
                 "dsl": get("dsl"),
                 "code": get("code"),
+                "language": get("language"),
+                "stdin": get("stdin"),
                 "train": _json_document(get("train")),
                 "limits": get("limits"),
             }

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import socket
 from collections.abc import Mapping
 from typing import Any
 
 import aiokafka
+import asyncpg
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
@@ -22,6 +25,8 @@ from streams.runner import StageCommand, StageLogic, StageReporter, StageRunner
 from streams.settings import STAGES, Settings
 from streams.stage import Outcome, Problem, StageFailure
 
+# How often a worker with an execute stage says again which protections its sandbox has.
+SANDBOX_REPORT_S = 30.0
 # How often a worker asks the broker which generation it is (see streams/generation.py).
 GENERATION_CHECK_S = 1.0
 # The exit status of a worker that left a broker generation behind (EX_TEMPFAIL).
@@ -57,6 +62,9 @@ class StageApp(faust.App):
     publisher: EventPublisher | None = None
     ledger: DispatchLedger | None = None
     control: ControlFeed | None = None
+    # What this worker's execute stage can confine, for /ready (worker_sandboxes).
+    sandbox_report: dict[str, Any] | None = None
+    database_url: str | None = None
 
     async def on_start(self) -> None:
         await super().on_start()
@@ -64,6 +72,7 @@ class StageApp(faust.App):
             await self.publisher.start()
         if self.ledger is not None:
             await self.ledger.start()
+        await self.report_sandbox()
         # Before the group join: a worker that reports ready already hears every cancel.
         if self.control is not None:
             await self.control.start()
@@ -77,6 +86,27 @@ class StageApp(faust.App):
             await self.publisher.stop()
         if self.ledger is not None:
             await self.ledger.stop()
+
+    async def report_sandbox(self) -> None:
+        """Record (again) which protections this worker's runs have; a failure is only logged."""
+        if self.sandbox_report is None or self.database_url is None:
+            return
+        report = self.sandbox_report
+        try:
+            conn = await asyncpg.connect(self.database_url, timeout=5)
+            try:
+                await conn.execute(
+                    "INSERT INTO worker_sandboxes (worker, protections, missing, toolchains) "
+                    "VALUES ($1, $2, $3, $4) ON CONFLICT (worker) DO UPDATE SET "
+                    "protections = EXCLUDED.protections, missing = EXCLUDED.missing, "
+                    "toolchains = EXCLUDED.toolchains, seen_at = now()",
+                    f"{socket.gethostname()}:{os.getpid()}",
+                    *(json.dumps(report[key]) for key in ("protections", "missing", "toolchains")),
+                )
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError) as error:
+            log.warning("could not record this worker's sandbox (%s)", error)
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
@@ -103,13 +133,18 @@ async def leave_if_generation_changed(publisher: EventPublisher) -> None:
         os._exit(GENERATION_CHANGED_EXIT)
 
 
-def stage_logic_registry() -> dict[str, StageLogic]:
-    """Every stage this build can run, by name (streams imports consumers only here)."""
+def stage_logic_registry(settings: Settings) -> dict[str, StageLogic]:
+    """The enabled stages this build can run, by name (streams imports consumers only here)."""
     from consumers.codegen.agent import run as codegen
     from consumers.compile.agent import run as compile_
     from consumers.parse.agent import run as parse
 
-    return {"parse": parse, "compile": compile_, "codegen": codegen}
+    logic: dict[str, StageLogic] = {"parse": parse, "compile": compile_, "codegen": codegen}
+    if "execute" in settings.enabled_stages:
+        from consumers.execute.agent import ExecuteStage
+
+        logic["execute"] = ExecuteStage(settings)
+    return logic
 
 
 async def unavailable(command: StageCommand, reporter: StageReporter) -> Outcome:
@@ -126,7 +161,7 @@ def build_app(
 ) -> faust.App:
     """A worker app running the dispatcher and the enabled stages."""
     codec = codec or default_codec()
-    logic = dict(stages if stages is not None else stage_logic_registry())
+    logic = dict(stages if stages is not None else stage_logic_registry(settings))
     app = StageApp(
         settings.app_id,
         broker=f"kafka://{settings.require_kafka()}",
@@ -163,6 +198,15 @@ def build_app(
 
         app.agent(topic, name=name, concurrency=settings.agent_concurrency)(agent)
 
+    report = getattr(logic.get("execute"), "sandbox_report", None)
+    if callable(report):
+        app.sandbox_report = report()
+        app.database_url = settings.database_url
+
+        async def _still_here() -> None:
+            await app.report_sandbox()
+
+        app.timer(SANDBOX_REPORT_S)(_still_here)
     missing = [name for name in settings.enabled_stages if name not in logic]
     if missing:
         raise RuntimeError(f"stage(s) {missing} are enabled but not built in this version")

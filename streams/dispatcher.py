@@ -93,6 +93,13 @@ def plan_job(request: Mapping[str, Any], settings: Settings) -> tuple[str, ...] 
             settings_given = None
         if not isinstance(settings_given, dict):
             return Rejection("INVALID_REQUEST", "train settings must be a JSON object")
+    over = _limits_over(request.get("limits") or {}, settings)
+    if over:
+        return Rejection(
+            "LIMIT_TOO_HIGH",
+            f"limits above this deployment's maxima: {', '.join(over)}",
+            {"maximum": over},
+        )
     key = request.get("idempotency_key")
     if key is not None and request["job_id"] != job_id_for(request["tenant"], key):
         return Rejection(
@@ -108,6 +115,22 @@ def plan_job(request: Mapping[str, Any], settings: Settings) -> tuple[str, ...] 
             {"unavailable": missing, "available": list(settings.enabled_stages)},
         )
     return plan
+
+
+def _limits_over(asked: Mapping[str, Any], settings: Settings) -> dict[str, float]:
+    """The limits a request asks above the deployment's maxima: name -> maximum."""
+    maxima = {
+        "timeout_seconds": settings.execute_max_wall_s,
+        "cpu_seconds": settings.execute_max_cpu_s,
+        "memory_mb": settings.execute_max_memory_mib,
+        "processes": settings.execute_max_processes,
+        "output_kib": settings.execute_max_output_kib,
+    }
+    return {
+        name: bound
+        for name, bound in maxima.items()
+        if asked.get(name) is not None and asked[name] > bound
+    }
 
 
 def _check_body(
@@ -136,6 +159,8 @@ def job_spec(request: Mapping[str, Any]) -> dict[str, Any]:
         "kind": request["kind"],
         "dsl": request.get("dsl"),
         "code": request.get("code"),
+        "language": request.get("language") or ("python" if request["kind"] == "CODE" else None),
+        "stdin": request.get("stdin"),
         "target": request.get("target", "pytorch"),
         "train": json.loads(request["train"]) if request.get("train") else {},
         "limits": request.get("limits") or {},

@@ -72,7 +72,34 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
     projector_batch: int = Field(default=2_000, ge=1)
     projector_linger_ms: int = Field(default=5, ge=0)
-    enabled_stages: Annotated[tuple[str, ...], NoDecode] = ("parse", "compile", "codegen")
+    enabled_stages: Annotated[tuple[str, ...], NoDecode] = (
+        "parse",
+        "compile",
+        "codegen",
+        "execute",
+    )
+    # The execute stage: programs at once per worker, what a run may use by default and at
+    # most (a request asking more is rejected), and for the smoke run of a generated model.
+    execute_concurrency: int = Field(default=2, ge=1, le=64)
+    execute_wall_s: float = Field(default=10.0, gt=0)
+    execute_cpu_s: int = Field(default=10, ge=1)
+    execute_memory_mib: int = Field(default=512, ge=16)
+    execute_processes: int = Field(default=64, ge=1)
+    execute_output_kib: int = Field(default=1024, ge=1)
+    execute_max_wall_s: float = Field(default=600.0, gt=0)
+    execute_max_cpu_s: int = Field(default=600, ge=1)
+    execute_max_memory_mib: int = Field(default=8192, ge=16)
+    execute_max_processes: int = Field(default=1024, ge=1)
+    execute_max_output_kib: int = Field(default=65_536, ge=1)
+    model_wall_s: float = Field(default=180.0, gt=0)
+    model_cpu_s: int = Field(default=360, ge=1)
+    model_memory_mib: int = Field(default=4096, ge=64)
+    model_processes: int = Field(default=512, ge=1)
+    # At most this many output lines of one run reach its feed (the rest is counted).
+    execute_log_lines: int = Field(default=10_000, ge=1)
+    execute_heartbeat_s: float = Field(default=1.0, gt=0)
+    # Refuse to run code where the sandbox lacks a protection, unless this says otherwise.
+    allow_unconfined: bool = False
     log_level: str = "INFO"
 
     @field_validator("enabled_stages", mode="before")

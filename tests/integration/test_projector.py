@@ -270,8 +270,16 @@ async def test_projects_a_job_history_into_jobs_stages_and_the_feed(
     assert json.loads(job["spec"]) == {
         "dsl": "network Tiny {}",
         "code": None,
+        "language": None,
+        "stdin": None,
         "train": {"epochs": 2},
-        "limits": {"timeout_seconds": 60, "memory_mb": None, "cpu_seconds": None},
+        "limits": {
+            "timeout_seconds": 60,
+            "memory_mb": None,
+            "cpu_seconds": None,
+            "processes": None,
+            "output_kib": None,
+        },
     }
     assert [job[name] for name in ("requested_at", "accepted_at", "started_at", "finished_at")] == [
         at(0),

@@ -56,8 +56,10 @@ def test_extra_stages_come_after_codegen_in_pipeline_order() -> None:
 
 def test_stages_not_enabled_are_unavailable() -> None:
     assert rejected(plan_job(request(stages=["train"]), SETTINGS)) == "STAGE_UNAVAILABLE"
+    no_execute = SETTINGS.model_copy(update={"enabled_stages": ("parse", "compile", "codegen")})
     code_job = request(kind="CODE", dsl=None, code="print(1)")
-    assert rejected(plan_job(code_job, SETTINGS)) == "STAGE_UNAVAILABLE"
+    assert rejected(plan_job(code_job, no_execute)) == "STAGE_UNAVAILABLE"
+    assert plan_job(code_job, SETTINGS) == ("execute",)
 
 
 def test_bad_requests_are_rejected_with_a_code() -> None:
@@ -122,3 +124,14 @@ def test_unset_v2_request_fields_leave_the_digest_of_a_v1_request_unchanged() ->
     v1 = request()
     assert request_digest(v1) == request_digest(v1 | {"language": None, "stdin": None})
     assert request_digest(v1) != request_digest(v1 | {"stdin": "1\n"})
+
+
+def test_limits_above_the_deployments_maxima_are_rejected_with_the_maxima() -> None:
+    small = SETTINGS.model_copy(update={"execute_max_wall_s": 30.0, "execute_max_memory_mib": 1024})
+    code = request(kind="CODE", dsl=None, code="x")
+    fine = code | {"limits": {"timeout_seconds": 30, "memory_mb": 1024, "cpu_seconds": None}}
+    assert plan_job(fine, small) == ("execute",)
+    greedy = code | {"limits": {"timeout_seconds": 31, "memory_mb": 4096, "cpu_seconds": 1}}
+    outcome = plan_job(greedy, small)
+    assert isinstance(outcome, Rejection) and outcome.code == "LIMIT_TOO_HIGH"
+    assert outcome.details == {"maximum": {"timeout_seconds": 30.0, "memory_mb": 1024}}
