@@ -21,6 +21,7 @@ from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware, error_response
 from api.feed import FeedNotifier, job_events
 from api.jobs import get_job, get_stages, jobs_collection
 from api.outbox import OutboxRelay
+from api.watchdog import StageWatchdog
 from schemas.codec import default_codec
 from streams.producer import EventPublisher
 from streams.settings import Settings
@@ -90,12 +91,16 @@ def create_app(settings: Settings) -> ASGIApp:
         relay = asyncio.create_task(
             OutboxRelay(app.state.pool, app.state.publisher, settings).run()
         )
+        watchdog = asyncio.create_task(
+            StageWatchdog(app.state.pool, app.state.publisher, settings).run()
+        )
         try:
             yield
         finally:
-            relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay
+            for task in (relay, watchdog):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await app.state.notifier.stop()
             await app.state.publisher.stop()
             await app.state.pool.close()

@@ -22,6 +22,8 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# The source suffix of the stage watchdog's cancels (api/watchdog.py).
+WATCHDOG_SUFFIX = ".watchdog"
 # How long to wait for the control topic to appear, and to pause after a failed fetch.
 _RETRY_S = 1.0
 
@@ -31,12 +33,16 @@ class ControlListener:
 
     def __init__(self) -> None:
         self._cancelled: dict[str, str] = {}
+        self._ended_elsewhere: set[str] = set()
         self._watchers: dict[str, set[asyncio.Event]] = {}
 
     async def handle(self, record: Mapping[str, Any]) -> None:
         job_id = str(record["job_id"])
         reason = str(record.get("reason") or "")
         self._cancelled.setdefault(job_id, reason)
+        if str(record.get("source", "")).endswith(WATCHDOG_SUFFIX):
+            # The watchdog has ended the job itself: stop, and publish nothing more for it.
+            self._ended_elsewhere.add(job_id)
         watchers = self._watchers.get(job_id, ())
         log.info(
             "cancel requested for job %s (%s); %d running stage(s) stop",
@@ -49,6 +55,10 @@ class ControlListener:
 
     def cancelled(self, job_id: str) -> bool:
         return job_id in self._cancelled
+
+    def ended_elsewhere(self, job_id: str) -> bool:
+        """True when the job's end was published by the watchdog, not by a stage."""
+        return job_id in self._ended_elsewhere
 
     def reason(self, job_id: str) -> str:
         return self._cancelled.get(job_id, "")

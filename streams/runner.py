@@ -180,7 +180,8 @@ class StageRunner:
     async def run(self, command: StageCommand) -> None:
         if self.cancels.cancelled(command.job_id):
             # Cancelled before this stage started: it never starts.
-            await self.publisher.publish([self._cancelled_job(command)])
+            if not self.cancels.ended_elsewhere(command.job_id):
+                await self.publisher.publish([self._cancelled_job(command)])
             return
         with self.cancels.watch(command.job_id) as cancel:
             await self._attempt(command, cancel)
@@ -201,6 +202,10 @@ class StageRunner:
             outcome = StageFailure((Problem("STAGE_CRASHED", f"{type(error).__name__}: {error}"),))
         duration_ms = int((time.monotonic() - started) * 1000)
         reported = reporter.reported
+        if self.cancels.ended_elsewhere(command.job_id):
+            # The watchdog gave up on this attempt and ended the job: its end stands alone.
+            await asyncio.gather(*in_flight)
+            return
         if isinstance(outcome, StageCancelled):
             changed = self._changed(
                 command,

@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     # At most this many output lines of one run reach its feed (the rest is counted).
     execute_log_lines: int = Field(default=10_000, ge=1)
     execute_heartbeat_s: float = Field(default=1.0, gt=0)
+    # The stage watchdog fails an attempt that has sent nothing for this long (STAGE_TIMEOUT).
+    stage_timeout_s: float = Field(default=120.0, gt=0)
     # Refuse to run code where the sandbox lacks a protection, unless this says otherwise.
     allow_unconfined: bool = False
     log_level: str = "INFO"

@@ -119,14 +119,14 @@ class OutputPump:
 
 
 async def heartbeats(reporter: StageReporter, limits: RunLimits, interval: float) -> None:
-    """ProgressReported while the program runs: the share of its time allowed that has gone."""
+    """ProgressReported while the stage works: the share of the run's time allowed gone."""
     started = time.monotonic()
     while True:
         await asyncio.sleep(interval)
         elapsed = time.monotonic() - started
         await reporter.progress(
             min(99.0, 100 * elapsed / limits.wall_s),
-            f"running for {elapsed:.0f} s of at most {limits.wall_s:g} s",
+            f"working for {elapsed:.0f} s (the run may take {limits.wall_s:g} s)",
         )
 
 
@@ -177,14 +177,21 @@ class ExecuteStage:
         program = self.program(command)
         if isinstance(program, StageFailure):
             return program
-        async with self._slots:
-            return await self._run(program, reporter)
-
-    async def _run(self, program: Program, reporter: StageReporter) -> Outcome:
-        pump = OutputPump(reporter, self.settings.execute_log_lines)
+        # Heartbeats from now on, also while waiting for a free slot: the watchdog fails an
+        # attempt that goes silent.
         beating = asyncio.create_task(
             heartbeats(reporter, program.limits, self.settings.execute_heartbeat_s)
         )
+        try:
+            async with self._slots:
+                return await self._run(program, reporter)
+        finally:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
+
+    async def _run(self, program: Program, reporter: StageReporter) -> Outcome:
+        pump = OutputPump(reporter, self.settings.execute_log_lines)
         ended = asyncio.Event()
         flushing = asyncio.create_task(pump.every(FLUSH_S, ended))
         try:
@@ -198,9 +205,6 @@ class ExecuteStage:
                 binds=[Path(sys.prefix)],
             )
         finally:
-            beating.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beating
             ended.set()
             await flushing
         await pump.close()

@@ -24,6 +24,7 @@ import asyncpg
 import httpx
 import pytest
 
+from api.client import StagecastClient
 from tests.conftest import EXAMPLES
 from tests.feeds import causal_problems, feeds
 
@@ -218,3 +219,19 @@ async def test_broker_killed_with_200_jobs_in_flight_every_job_ends(up: UpStack)
     assert up.info()["pids"]["broker"] != killed
     said = (up.state / "up.out").read_text()
     assert "broker exited with -9; restarted as generation" in said
+
+
+async def test_worker_killed_during_an_execute_the_job_still_ends(up: UpStack) -> None:
+    code = "import time\nfor i in range(8):\n    print(i, flush=True)\n    time.sleep(0.5)"
+    async with StagecastClient(up.api_url) as client:
+        accepted = await client.submit(kind="CODE", code=code, limits={"timeout_seconds": 60})
+        job_id = accepted["job_id"]
+        async for event in client.events(job_id):
+            if event.type == "LogEmitted":
+                break
+    await asyncio.to_thread(up.kill, "worker")
+    ended = await settled(up.database_url, [job_id])
+    # Run again by the next worker (the command was never committed), or timed out.
+    assert ended[job_id] in {("SUCCEEDED", None), ("FAILED", "STAGE_TIMEOUT")}
+    feed = (await feeds(up.database_url, [job_id]))[job_id]
+    assert causal_problems(feed) == []

@@ -48,3 +48,12 @@ def test_control_consumer_has_no_group_and_reads_the_topic_from_its_start() -> N
     assert options["auto_offset_reset"] == "earliest"
     assert options["bootstrap_servers"] == "broker:9092"
     assert options["fetch_max_wait_ms"] == 25
+
+
+async def test_a_cancel_from_the_watchdog_marks_the_job_as_ended_elsewhere() -> None:
+    listener = ControlListener()
+    user, watchdog = str(uuid.uuid4()), str(uuid.uuid4())
+    await listener.handle({"job_id": user, "reason": "", "source": "stagecast.api"})
+    await listener.handle({"job_id": watchdog, "reason": "", "source": "stagecast.watchdog"})
+    assert listener.cancelled(user) and not listener.ended_elsewhere(user)
+    assert listener.cancelled(watchdog) and listener.ended_elsewhere(watchdog)
