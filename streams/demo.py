@@ -29,6 +29,11 @@ class DemoJob:
     expected_line: int | None = None
     stages: tuple[str, ...] = ()
     expect_refused: str | None = None
+    # A CODE job: the program, its language and limits (dsl stays empty).
+    code: str | None = None
+    language: str | None = None
+    limits: dict[str, int] | None = None
+    first_line: str | None = None
     job_id: str = ""
     outcome: str = "-"
     line: int | None = None
@@ -75,6 +80,7 @@ def bundled_jobs(examples: Path = EXAMPLES) -> list[DemoJob]:
         jobs.append(DemoJob(f"invalid/{path.stem}", source, codes, line))
     digits = examples / "digits_cnn.neural"
     if digits.exists():
+        jobs.append(DemoJob("digits_cnn +execute", digits.read_text(), stages=("execute",)))
         jobs.append(
             DemoJob(
                 "digits_cnn +train",
@@ -83,7 +89,22 @@ def bundled_jobs(examples: Path = EXAMPLES) -> list[DemoJob]:
                 expect_refused="STAGE_UNAVAILABLE",
             )
         )
+    jobs += [
+        DemoJob("CODE python", "", code=PYTHON_PROGRAM),
+        DemoJob("CODE c", "", code=C_PROGRAM, language="c"),
+        DemoJob(
+            "CODE python, 1 s of CPU",
+            "",
+            ("CPU_LIMIT",),
+            code="while True:\n    pass\n",
+            limits={"cpu_seconds": 1},
+        ),
+    ]
     return jobs
+
+
+PYTHON_PROGRAM = "import sys\nprint(f'hello from python {sys.version.split()[0]}')\n"
+C_PROGRAM = '#include <stdio.h>\nint main(void) { printf("hello from C\\n"); return 0; }\n'
 
 
 async def follow_safely(client: StagecastClient, job: DemoJob, echo: bool) -> None:
@@ -99,7 +120,12 @@ async def follow_safely(client: StagecastClient, job: DemoJob, echo: bool) -> No
 async def follow(client: StagecastClient, job: DemoJob, echo: bool) -> None:
     started = time.monotonic()
     try:
-        accepted = await client.submit(job.dsl, stages=job.stages)
+        if job.code is not None:
+            accepted = await client.submit(
+                kind="CODE", code=job.code, language=job.language, limits=job.limits
+            )
+        else:
+            accepted = await client.submit(job.dsl, stages=job.stages)
     except ApiRequestError as error:
         job.outcome = f"refused {error.body.get('error_code')}"
         job.detail = str(error.body.get("error"))
@@ -110,6 +136,8 @@ async def follow(client: StagecastClient, job: DemoJob, echo: bool) -> None:
     job.job_id = accepted["job_id"]
     async for event in client.events(job.job_id):
         data: dict[str, Any] = event.data
+        if event.type == "LogEmitted" and job.first_line is None:
+            job.first_line = str(data["message"])[:60]
         if event.type == "StageChanged":
             step = f"{data['stage']} {data['status']}"
             job.transitions.append(step)
@@ -130,9 +158,14 @@ async def follow(client: StagecastClient, job: DemoJob, echo: bool) -> None:
                 print(f"  {job.title:<34} {event.type} {job.outcome}")
     if job.outcome == "SUCCEEDED":
         view = await client.job(job.job_id)
-        compiled = next((s for s in view["stages"] if s["stage"] == "compile"), None)
-        if compiled and compiled.get("summary"):
-            job.detail = f"{compiled['summary'].get('total_params')} params"
+        done = {s["stage"]: s.get("summary") or {} for s in view["stages"]}
+        if "compile" in done:
+            job.detail = f"{done['compile'].get('total_params')} params"
+        if "execute" in done and job.code is None:
+            ran = done["execute"]
+            job.detail += f"; {ran.get('ms_per_batch')} ms per batch of {ran.get('batch')}"
+        elif job.first_line is not None:
+            job.detail = f"printed {job.first_line!r}"
     job.seconds = time.monotonic() - started
 
 

@@ -30,3 +30,11 @@ def test_bundled_jobs_cover_valid_invalid_and_unavailable() -> None:
     assert any(not job.expected_codes and not job.expect_refused for job in jobs)
     assert all(job.expected_codes for job in jobs if job.title.startswith("invalid/"))
     assert any(job.expect_refused == "STAGE_UNAVAILABLE" for job in jobs)
+
+
+def test_bundled_jobs_run_programs_and_a_model_in_the_sandbox() -> None:
+    jobs = bundled_jobs()
+    programs = [job for job in jobs if job.code is not None]
+    assert {job.language for job in programs} >= {None, "c"}
+    assert any(job.expected_codes == ("CPU_LIMIT",) for job in programs)
+    assert any("execute" in job.stages and not job.expect_refused for job in jobs)
