@@ -1,20 +1,29 @@
-"""What the execute stage's sandbox costs per run.
+"""What the execute stage's sandbox costs per run, and what a CODE job costs end to end.
 
 Run: .venv/bin/python bench/execute.py. Times `print("hi")` through Sandbox.run and as a bare
 subprocess of the same interpreter, alternating the two so that load from anything else on the
 machine falls on both alike, then counts sequential runs per second of trivial programs.
+Then, on an embedded stack (one worker): `print("hi")` as CODE jobs one at a time (the
+execute stage's own duration, and POST /jobs to JobFinished on the feed), and trivial CODE
+jobs per second with many clients at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+from api.client import StagecastClient
 from consumers.execute import RunLimits, Sandbox
+from streams.launcher import Launcher
+from streams.settings import Settings
 
 PYTHON = os.path.realpath(sys.executable)
 HI = [PYTHON, "-c", "print('hi')"]
@@ -82,5 +91,72 @@ async def main() -> None:
         print(f"  {name:<24} {SEQUENTIAL / elapsed:6.1f} runs/s   mean {mean_ms:6.1f} ms")
 
 
+STAGE_JOBS = 40
+THROUGHPUT_JOBS = 100
+CLIENTS = 8
+
+
+async def code_job(client: StagecastClient) -> tuple[float, float]:
+    """One print('hi') CODE job: (POST to JobFinished, the execute stage's own duration)."""
+    started = time.perf_counter()
+    accepted = await client.submit(kind="CODE", code="print('hi')")
+    stage_ms = 0.0
+    async for event in client.events(accepted["job_id"]):
+        if event.type == "StageChanged" and event.data["status"] == "SUCCEEDED":
+            stage_ms = float(event.data["duration_ms"])
+        if event.type == "JobFinished":
+            if event.data["status"] != "SUCCEEDED":
+                raise RuntimeError(f"job ended {event.data['status']}: {event.data['error']}")
+            break
+    return time.perf_counter() - started, stage_ms / 1000
+
+
+async def through_the_stage(api_url: str) -> None:
+    async with StagecastClient(api_url) as client:
+        await code_job(client)  # warm: connections, the worker's sandbox, the page cache
+        end_to_end, stage = [], []
+        outside = []
+        for _ in range(STAGE_JOBS):
+            total, own = await code_job(client)
+            end_to_end.append(total)
+            stage.append(own)
+            outside.append(await timed(lambda: bare(HI)))
+    print(f"print('hi') as {STAGE_JOBS} CODE jobs one at a time, one worker:")
+    print(row("execute stage duration", stage))
+    print(row("POST -> JobFinished", end_to_end))
+    print(row("bare subprocess", outside))
+    difference = percentile(stage, 0.5) - percentile(outside, 0.5)
+    print(f"  {'stage - bare, p50':<24} {1000 * difference:6.1f} ms")
+
+    queue = list(range(THROUGHPUT_JOBS))
+
+    async def client_loop() -> None:
+        async with StagecastClient(api_url) as client:
+            while queue:
+                queue.pop()
+                await code_job(client)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client_loop() for _ in range(CLIENTS)))
+    elapsed = time.perf_counter() - started
+    print(
+        f"{THROUGHPUT_JOBS} trivial CODE jobs, {CLIENTS} clients, one worker: "
+        f"{THROUGHPUT_JOBS / elapsed:.1f} jobs/s"
+    )
+
+
+def stack_figures() -> None:
+    with tempfile.TemporaryDirectory(prefix="sc-bench-") as state:
+        launcher = Launcher(Settings(state_dir=Path(state), api_port=0))
+        try:
+            launcher.start()
+            settings = json.dumps({"execute_concurrency": launcher.settings.execute_concurrency})
+            print(f"\nembedded stack up (API {launcher.api_url}, {settings})")
+            asyncio.run(through_the_stage(launcher.api_url))
+        finally:
+            launcher.stop()
+
+
 if __name__ == "__main__":
     asyncio.run(main())
+    stack_figures()
