@@ -150,8 +150,29 @@ async def settled(
             return ended
         if time.monotonic() > deadline:
             stuck = sorted(set(job_ids) - set(ended))
-            raise AssertionError(f"{len(stuck)} of {len(ids)} jobs never ended, e.g. {stuck[:3]}")
+            raise AssertionError(
+                f"{len(stuck)} of {len(ids)} jobs never ended; the first ones: "
+                f"{await where_stuck(database_url, stuck[:3])}"
+            )
         await asyncio.sleep(0.5)
+
+
+async def where_stuck(database_url: str, job_ids: list[str]) -> list[dict[str, object]]:
+    """What the database knows of unfinished jobs: enough to tell which part lost them."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT o.job_id, o.published_generation, o.accepted_at, j.status, "
+            "j.current_stage, d.generation AS dispatched_in, d.dispatched, "
+            "(SELECT array_agg(type ORDER BY seq) FROM job_events e WHERE e.job_id = o.job_id) "
+            "AS feed, (SELECT generation FROM projector_generations LIMIT 1) AS projecting "
+            "FROM request_outbox o LEFT JOIN jobs j ON j.job_id = o.job_id "
+            "LEFT JOIN job_dispatches d ON d.job_id = o.job_id WHERE o.job_id = ANY($1::uuid[])",
+            [uuid.UUID(j) for j in job_ids],
+        )
+    finally:
+        await conn.close()
+    return [dict(row) for row in rows]
 
 
 async def assert_all_succeeded_in_order(up: UpStack, job_ids: list[str]) -> None:
