@@ -76,14 +76,27 @@ class TransformerEncoder(keras.layers.Layer):
 
 EPOCH_REPORT = '''
 class EpochReport(keras.callbacks.Callback):
-    """Calls on_epoch(epoch, metrics) after every epoch, epochs counted from 1."""
+    """Calls on_epoch(epoch, metrics) after every epoch and on_batch(epoch, step, steps, loss)
+    after every batch; epochs and steps counted from 1. Either may be None."""
 
-    def __init__(self, on_epoch) -> None:
+    def __init__(self, on_epoch, on_batch=None) -> None:
         super().__init__()
         self.on_epoch = on_epoch
+        self.on_batch = on_batch
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.on_batch is not None:
+            loss = float((logs or {}).get("loss", float("nan")))
+            self.on_batch(self.epoch, batch + 1, self.params.get("steps") or 0, loss)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.on_epoch(epoch + 1, {name: float(value) for name, value in (logs or {}).items()})
+        if self.on_epoch is not None:
+            metrics = {name: float(value) for name, value in (logs or {}).items()}
+            self.on_epoch(epoch + 1, metrics)
 '''
 
 TRAIN_BODY = """
@@ -100,7 +113,7 @@ TRAIN_BODY = """
         batch_size=batch_size,
         validation_split=validation_split,
         shuffle=shuffle,
-        callbacks=[] if on_epoch is None else [EpochReport(on_epoch)],
+        callbacks=[EpochReport(on_epoch, on_batch)],
         verbose=0,
     )
     return {{name: float(values[-1]) for name, values in history.history.items() if values}}
@@ -299,12 +312,14 @@ def train_source(compiled: Mapping[str, Any], plan: TrainingPlan) -> str:
         f"    seed: int | None = {source(settings.get('seed'))},",
         f"    shuffle: bool = {source(bool(settings.get('shuffle', True)))},",
         "    on_epoch=None,",
+        "    on_batch=None,",
         "    model: keras.Model | None = None,",
         ") -> dict[str, float]:",
         '    """Trains `model` (default: a new build_model()); returns the last epoch\'s metrics.',
         "",
         "    The last `validation_split` of the samples is held out; after each epoch,",
-        "    on_epoch(epoch, metrics) is called with epochs counted from 1.",
+        "    on_epoch(epoch, metrics) is called with epochs counted from 1, and after each",
+        "    batch on_batch(epoch, step, steps, loss) with steps counted from 1.",
         '    """',
     ]
     metrics = [laid_out(metric_call(metric, plan), 12, ",") for metric in plan.metrics]

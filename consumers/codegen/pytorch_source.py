@@ -117,7 +117,8 @@ TRAIN_BODY = """
         model.train()
         order = torch.from_numpy(rng.permutation(split) if shuffle else np.arange(split))
         sums: dict[str, float] = {{}}
-        for batch in batches(split, batch_size):
+        steps = batches(split, batch_size)
+        for step, batch in enumerate(steps, start=1):
             chosen = order[batch]
             outputs = model(inputs[chosen])
             loss = loss_of(outputs, targets[chosen])
@@ -126,6 +127,8 @@ TRAIN_BODY = """
             optimizer.step()
             measured = {{"loss": loss.item(), **metrics_of(outputs.detach(), targets[chosen])}}
             accumulate(sums, measured, len(chosen))
+            if on_batch is not None:
+                on_batch(epoch, step, len(steps), measured["loss"])
         metrics = {{name: total / split for name, total in sums.items()}}
         if split < len(inputs):
             held_out = evaluate(model, inputs[split:], targets[split:], batch_size)
@@ -508,12 +511,14 @@ def train_source(compiled: Mapping[str, Any]) -> str:
         f"    seed: int | None = {source(settings.get('seed'))},",
         f"    shuffle: bool = {source(bool(settings.get('shuffle', True)))},",
         "    on_epoch=None,",
+        "    on_batch=None,",
         "    model: nn.Module | None = None,",
         ") -> dict[str, float]:",
         '    """Trains `model` (default: a new build_model()); returns the last epoch\'s metrics.',
         "",
         "    The last `validation_split` of the samples is held out, as Keras does; after each",
-        "    epoch, on_epoch(epoch, metrics) is called with epochs counted from 1.",
+        "    epoch, on_epoch(epoch, metrics) is called with epochs counted from 1, and after",
+        "    each batch on_batch(epoch, step, steps, loss) with steps counted from 1.",
         '    """',
     ]
     optimizer = "\n".join(laid_out(optimizer_call(compiled["optimizer"]), 4, prefix="optimizer = "))

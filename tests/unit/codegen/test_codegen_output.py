@@ -115,6 +115,7 @@ def test_train_defaults_come_from_the_train_block(target: str) -> None:
         "seed": 7,
         "shuffle": True,
         "on_epoch": None,
+        "on_batch": None,
         "model": None,
     }
 

@@ -58,14 +58,18 @@ def test_every_example_trains_an_epoch_to_a_finite_loss(name: str) -> None:
     compiled = compiled_example(EXAMPLES[name], "pytorch")
     module = loaded(compiled)
     reports: list[tuple[int, dict[str, float]]] = []
+    steps: list[tuple[int, int, int]] = []
     final = module.train(
         sample_inputs(compiled, 9),
         sample_targets(compiled, 9),
         epochs=1,
         batch_size=4,
         on_epoch=lambda epoch, metrics: reports.append((epoch, dict(metrics))),
+        on_batch=lambda epoch, step, total, loss: steps.append((epoch, step, total)),
     )
     assert reports == [(1, final)]
+    # Each batch reported once, in order, with the epoch's number of batches.
+    assert steps == [(1, n, len(steps)) for n in range(1, len(steps) + 1)] and steps
     assert "loss" in final and all(math.isfinite(value) for value in final.values())
     if compiled["train"]["validation_split"] > 0:
         assert "val_loss" in final
