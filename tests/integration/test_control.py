@@ -140,13 +140,13 @@ async def test_commands_for_stages_not_run_here_fail_the_job_or_are_dead_lettere
 ) -> None:
     settings = pipeline.settings
     job_id = str(uuid.uuid4())
-    execute, train = settings.topics.stage("execute"), settings.topics.stage("train")
-    garbage = [(execute, f"garbage {uuid.uuid4()}".encode()), (train, b"\xc3\x01" + bytes(8))]
+    train = settings.topics.stage("train")
+    garbage = [(train, f"garbage {uuid.uuid4()}".encode()), (train, b"\xc3\x01" + bytes(8))]
     landed = await produce(settings, *garbage)
     await produce(
         settings,
-        (settings.topics.events, accepted_bytes(job_id, ["execute"])),
-        (execute, command_bytes(job_id, "execute")),
+        (settings.topics.events, accepted_bytes(job_id, ["train"])),
+        (train, command_bytes(job_id, "train")),
     )
     letters = await asyncio.wait_for(letters_for(pipeline, set(landed)), 30)
     assert {where(x): x["error_code"] for x in letters} == {
@@ -171,7 +171,7 @@ async def test_commands_for_stages_not_run_here_fail_the_job_or_are_dead_lettere
         if e.type != "JobAccepted"
     ]
     assert [e.type for e in feed] == ["JobAccepted", "StageChanged", "StageChanged", "JobFinished"]
-    assert steps == ["execute STARTED", "execute FAILED", "FAILED"]
+    assert steps == ["train STARTED", "train FAILED", "FAILED"]
     assert feed[2].data["error"]["code"] == feed[3].data["error"]["code"] == "STAGE_UNAVAILABLE"
     assert view["error"]["code"] == "STAGE_UNAVAILABLE"
-    assert [(s["stage"], s["status"]) for s in view["stages"]] == [("execute", "FAILED")]
+    assert [(s["stage"], s["status"]) for s in view["stages"]] == [("train", "FAILED")]

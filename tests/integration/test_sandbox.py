@@ -58,6 +58,14 @@ def shell(script: str) -> list[str]:
     return ["/bin/sh", "-c", script, MARKER]
 
 
+def read_or_nothing(path: Path) -> str:
+    """A cgroup file's text; empty when its group went away meanwhile (another run ended)."""
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
 def run_groups() -> set[Path]:
     """Run cgroups that exist now under `stagecast/` in this process's own groups."""
     groups: set[Path] = set()
@@ -435,9 +443,19 @@ async def test_limits_are_in_force_inside_and_in_the_run_cgroup(sandbox: Sandbox
     seen: dict[str, str] = {}
 
     async def look_at_groups(stream: str, line: bytes) -> None:
-        # While the program runs: exactly one new run group per controller, with its limits.
-        (memory,) = {g for g in run_groups() if "/memory/" in str(g)}
-        (pids,) = {g for g in run_groups() if "/pids/" in str(g)}
+        # While the program runs: one run group per controller holds it, with its limits
+        # (other runs on this machine, a worker's, may have groups of their own meanwhile).
+        mine = str(300 * 1024 * 1024)
+        (memory,) = {
+            g
+            for g in run_groups()
+            if "/memory/" in str(g) and read_or_nothing(g / "memory.limit_in_bytes") == mine
+        }
+        (pids,) = {
+            g
+            for g in run_groups()
+            if "/pids/" in str(g) and read_or_nothing(g / "pids.max") == str(9 + 2)
+        }
         seen["memory"] = (memory / "memory.limit_in_bytes").read_text().strip()
         seen["pids"] = (pids / "pids.max").read_text().strip()
         seen["members"] = (pids / "cgroup.procs").read_text().strip()
