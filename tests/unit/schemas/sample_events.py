@@ -95,6 +95,13 @@ _SAMPLES: dict[str, dict[str, Any]] = {
         "attempt": 1,
         "percent": 42.5,
         "message": "epoch 2/3, batch 120/938",
+        "epoch": 2,
+        "epochs": 3,
+        "step": 120,
+        "steps": 938,
+        "eta_s": 31.5,
+        "samples_per_s": 2048.0,
+        "loss": 0.25,
     },
     "LogEmitted": {
         **_common("0b6a6c1e-0000-4000-8000-000000000008", "stage.execute"),

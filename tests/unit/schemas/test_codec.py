@@ -202,11 +202,13 @@ def _forged(event_type: str, fields: list[tuple[str, Any]], record: dict[str, An
     ],
 )
 def test_valid_avro_that_fails_validation_is_invalid(field: str, bad_value: object) -> None:
-    fields = [
+    fields: list[tuple[str, object]] = [
         ("stage", "string"),
         ("attempt", "int"),
         ("percent", "double"),
         ("message", "string"),
+        *((name, ["null", "int"]) for name in ("epoch", "epochs", "step", "steps")),
+        *((name, ["null", "double"]) for name in ("eta_s", "samples_per_s", "loss")),
     ]
     record = sample("ProgressReported") | {field: bad_value}
     error = _decode_error(_forged("ProgressReported", fields, record))
