@@ -57,6 +57,7 @@ class StagecastClient:
         language: str | None = None,
         stdin: str | None = None,
         limits: dict[str, int] | None = None,
+        train: dict[str, Any] | None = None,
         stages: Sequence[str] = (),
         target: str = "pytorch",
         idempotency_key: str | None = None,
@@ -73,6 +74,8 @@ class StagecastClient:
             body["stdin"] = stdin
         if limits:
             body["limits"] = limits
+        if train:
+            body["train"] = train
         if idempotency_key is not None:
             body["idempotency_key"] = idempotency_key
         if labels:

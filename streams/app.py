@@ -144,6 +144,10 @@ def stage_logic_registry(settings: Settings) -> dict[str, StageLogic]:
         from consumers.execute.agent import ExecuteStage
 
         logic["execute"] = ExecuteStage(settings)
+    if "train" in settings.enabled_stages:
+        from consumers.train.agent import TrainStage
+
+        logic["train"] = TrainStage(settings)
     return logic
 
 

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -118,10 +119,38 @@ class StageReporter:
         if items:
             await self._send_all(items)
 
-    async def progress(self, percent: float, message: str = "") -> None:
+    async def progress(self, percent: float, message: str = "", **training: Any) -> None:
+        await self.send_all([self.progress_event(percent, message, **training)])
+
+    def progress_event(
+        self, percent: float, message: str = "", **training: Any
+    ) -> tuple[str, dict[str, Any]]:
+        """A ProgressReported to send later with others (send_all); `training` fills its
+        epoch, epochs, step, steps, eta_s, samples_per_s and loss."""
         record = self._record("progress")
-        record.update(percent=max(0.0, min(100.0, percent)), message=message)
-        await self._send("ProgressReported", record)
+        record.update(percent=max(0.0, min(100.0, percent)), message=message, **training)
+        return "ProgressReported", record
+
+    def metric_event(
+        self, name: str, value: float, step: int = 0, labels: Mapping[str, str] | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """A MetricRecorded to send later with others (send_all)."""
+        record = self._record("metric")
+        record.update(name=name, value=value, step=step, labels=dict(labels or {}))
+        return "MetricRecorded", record
+
+    def log_event(
+        self, message: str, level: str = "INFO", stream: str = "stdout"
+    ) -> tuple[str, dict[str, Any]]:
+        """A LogEmitted to send later with others (send_all)."""
+        record = self._record("log")
+        record.update(level=level, stream=stream, message=message)
+        return "LogEmitted", record
+
+    async def send_all(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Events made by the *_event methods, in order, with one acknowledgement wait."""
+        if items:
+            await self._send_all(items)
 
     async def log(self, message: str, level: str = "INFO", stream: str = "stdout") -> None:
         record = self._record("log")
@@ -131,9 +160,16 @@ class StageReporter:
     async def metric(
         self, name: str, value: float, step: int = 0, labels: Mapping[str, str] | None = None
     ) -> None:
-        record = self._record("metric")
-        record.update(name=name, value=value, step=step, labels=dict(labels or {}))
-        await self._send("MetricRecorded", record)
+        await self.send_all([self.metric_event(name, value, step, labels)])
+
+    async def stored_artifact(self, name: str, media_type: str, path: Path) -> None:
+        """An artifact written to the artifact store: its uri, size and hash travel, not it."""
+        uri, size, sha256 = await asyncio.to_thread(_described, path)
+        record = self._record("artifact")
+        record.update(
+            name=name, media_type=media_type, uri=uri, size_bytes=size, sha256=sha256, content=None
+        )
+        await self._send("ArtifactStored", record)
 
     async def artifact(
         self, name: str, media_type: str, content: bytes, uri: str | None = None
@@ -148,6 +184,15 @@ class StageReporter:
             content=content,
         )
         await self._send("ArtifactStored", record)
+
+
+def _described(path: Path) -> tuple[str, int, str]:
+    """A stored file's uri, size and sha256 (read in chunks: it may be big)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stored:
+        for chunk in iter(lambda: stored.read(1 << 20), b""):
+            digest.update(chunk)
+    return path.resolve().as_uri(), path.stat().st_size, digest.hexdigest()
 
 
 class StageRunner:

@@ -98,6 +98,17 @@ class Settings(BaseSettings):
     # At most this many output lines of one run reach its feed (the rest is counted).
     execute_log_lines: int = Field(default=10_000, ge=1)
     execute_heartbeat_s: float = Field(default=1.0, gt=0)
+    # The train stage: a run's defaults (the request's limits apply as for execute), how
+    # often it reports progress within an epoch, where `file:` data sets live, and the
+    # artifact store (a directory; artifacts travel on Kafka as file:// uris).
+    train_wall_s: float = Field(default=1800.0, gt=0)
+    train_cpu_s: int = Field(default=7200, ge=1)
+    train_memory_mib: int = Field(default=4096, ge=64)
+    train_processes: int = Field(default=512, ge=1)
+    train_file_mib: int = Field(default=1024, ge=1)
+    train_progress_every_s: float = Field(default=0.25, gt=0)
+    data_dir: Path = Path("data")
+    artifact_dir: Path | None = None
     # The stage watchdog fails an attempt that has sent nothing for this long (STAGE_TIMEOUT).
     stage_timeout_s: float = Field(default=120.0, gt=0)
     # Refuse to run code where the sandbox lacks a protection, unless this says otherwise.
@@ -137,6 +148,10 @@ class Settings(BaseSettings):
     def topics(self) -> Topics:
         # Not cached: model_copy() would carry a cached value over to a copy with another prefix.
         return Topics(self.topic_prefix)
+
+    def artifact_root(self) -> Path:
+        """The artifact store's directory: STAGECAST_ARTIFACT_DIR, or the state dir's."""
+        return self.artifact_dir if self.artifact_dir is not None else self.state_dir / "artifacts"
 
     def worker_ready_file(self, pid: int) -> Path:
         """Touched by a worker once its consumer group has given it partitions."""

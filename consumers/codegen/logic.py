@@ -62,6 +62,8 @@ def generate_code(
         "token_ids_below": (
             first["params"].get("input_dim") if first["type"] == "Embedding" else None
         ),
+        # The model's train { } settings (the train stage's defaults; a request may override).
+        "train": dict(compiled.get("train") or {}),
     }
     summary = {"target": chosen, "lines": module.count("\n"), "sha256": digest}
     return StageResult(output, summary)

@@ -31,7 +31,7 @@ from consumers.execute.programs import (
 from consumers.execute.sandbox import Sandbox
 from streams.runner import StageCommand, StageReporter
 from streams.settings import Settings
-from streams.stage import Outcome, Problem, StageCancelled, StageFailure
+from streams.stage import Outcome, Problem, StageCancelled, StageFailure, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -184,11 +184,15 @@ class ExecuteStage:
         )
         try:
             async with self._slots:
-                return await self._run(program, reporter)
+                outcome = await self._run(program, reporter)
         finally:
             beating.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beating
+        if program.kind == "MODEL" and isinstance(outcome, StageResult):
+            # The next stage (train) needs the module too: codegen's output goes on with it.
+            return StageResult({**command.input, "smoke": outcome.output}, outcome.summary)
+        return outcome
 
     async def _run(self, program: Program, reporter: StageReporter) -> Outcome:
         pump = OutputPump(reporter, self.settings.execute_log_lines)

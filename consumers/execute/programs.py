@@ -164,6 +164,30 @@ _VIOLATIONS = {
 }
 
 
+def run_failure(limits: RunLimits, result: RunResult) -> StageFailure | None:
+    """The failure a run's end means: a limit it broke, or a non-zero exit; None if fine.
+
+    A cancelled run is no failure of its own (the runner reports the cancel).
+    """
+    if result.violation == "CANCELLED":
+        return None
+    if result.violation is not None:
+        message = _VIOLATIONS[result.violation].format(
+            wall_s=limits.wall_s,
+            cpu_s=limits.cpu_s,
+            memory_mib=limits.memory_mib,
+            processes=limits.processes,
+            output_kib=limits.output_kib,
+        )
+        return StageFailure((Problem(result.violation, message),))
+    if result.exit_code != 0:
+        how = (
+            f"exit code {result.exit_code}" if result.signal is None else f"signal {result.signal}"
+        )
+        return StageFailure((Problem("NONZERO_EXIT", f"the program ended with {how}"),))
+    return None
+
+
 def outcome_of(
     program: Program,
     result: RunResult,
@@ -175,23 +199,11 @@ def outcome_of(
     details: dict[str, Any] = {**program.summary, "kind": program.kind, **measured}
     if result.violation == "CANCELLED":
         return None
-    if result.violation is not None:
-        message = _VIOLATIONS[result.violation].format(
-            wall_s=program.limits.wall_s,
-            cpu_s=program.limits.cpu_s,
-            memory_mib=program.limits.memory_mib,
-            processes=program.limits.processes,
-            output_kib=program.limits.output_kib,
-        )
-        return StageFailure((Problem(result.violation, message),))
-    if compile_failed:
+    if compile_failed and result.violation is None:
         return StageFailure((Problem("COMPILE_ERROR", "gcc could not compile the program"),))
-    if result.exit_code != 0:
-        how = (
-            f"exit code {result.exit_code}" if result.signal is None else f"signal {result.signal}"
-        )
-        problem = Problem("NONZERO_EXIT", f"the program ended with {how}")
-        return StageFailure((problem,))
+    failed = run_failure(program.limits, result)
+    if failed is not None:
+        return failed
     if program.kind == "CODE":
         summary = {**details, "language": program.language, "exit_code": 0}
         return StageResult({"exit_code": 0, **measured}, summary)

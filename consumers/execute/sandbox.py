@@ -40,6 +40,9 @@ OnOutput = Callable[[str, bytes], Awaitable[None]]
 
 SANDBOX_UID = 65534
 WORK_DIR = "/work"
+# Where a program may write files that outlive its run (`output_dir`), and the variable naming it.
+OUTPUT_DIR = "/out"
+OUTPUT_ENV = "STAGECAST_OUTPUT_DIR"
 MIB = 1024 * 1024
 # bubblewrap's monitor and the pid namespace's init count against pids.max beside the program.
 BWRAP_PROCESSES = 2
@@ -104,6 +107,7 @@ class _Request:
     limits: RunLimits
     binds: list[Path]
     env: Mapping[str, str]
+    output_dir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +202,7 @@ class Sandbox:
         cancel: asyncio.Event | None = None,
         binds: Sequence[Path] = (),
         env: Mapping[str, str] = {},
+        output_dir: Path | None = None,
     ) -> RunResult:
         """Run `argv` in a fresh work dir holding `files` (its cwd, `/work` inside), with `binds`
         (host paths) read-only at the same paths and `env` over a minimal environment.
@@ -217,6 +222,7 @@ class Sandbox:
             limits=limits,
             binds=[_checked_bind(path) for path in binds],
             env=env,
+            output_dir=_checked_bind(output_dir) if output_dir is not None else None,
         )
         if cancel is not None and cancel.is_set():
             return RunResult(
@@ -339,7 +345,11 @@ class Sandbox:
     ) -> _Launch:
         """The command line that joins the groups, enters the sandbox, announces the start,
         sets the rlimits, then runs argv."""
-        env = request.env
+        env = dict(request.env)
+        if request.output_dir is not None:
+            # The one place a program may leave files behind (the train stage's artifacts);
+            # RLIMIT_FSIZE bounds each file.
+            env[OUTPUT_ENV] = OUTPUT_DIR if self._bwrap is not None else str(request.output_dir)
         rlimits = rlimit_argv(self._prlimit, request.limits) if self._prlimit is not None else []
         program = ["/bin/sh", "-c", _ANNOUNCE, "sh", token, *rlimits, *request.argv]
         procs = [str(path) for path in cgroup.procs_files]
@@ -360,7 +370,11 @@ class Sandbox:
         ]
         etc_fds = [(_sealed_memfd(path, data), path) for path, data in ETC_DATA.items()]
         sandbox = bubblewrap_argv(
-            self._bwrap, etc_data=etc_fds, files=file_fds, binds=request.binds
+            self._bwrap,
+            etc_data=etc_fds,
+            files=file_fds,
+            binds=request.binds,
+            writable=request.output_dir,
         )
         return _Launch(
             argv=["/bin/sh", "-c", _JOIN, "sh", *procs, "--", *sandbox, *program],
@@ -376,6 +390,7 @@ def bubblewrap_argv(
     etc_data: Sequence[tuple[int, str]],
     files: Sequence[tuple[int, str]],
     binds: Sequence[Path],
+    writable: Path | None = None,
 ) -> list[str]:
     """bubblewrap's command line up to the program: `bwrap` is the binary, its namespace flags
     and the system mounts (from `system_mounts`); file contents come in as fds."""
@@ -387,6 +402,8 @@ def bubblewrap_argv(
         command += ["--file", str(fd), path]
     for bind in binds:
         command += ["--ro-bind", str(bind), str(bind)]
+    if writable is not None:
+        command += ["--bind", str(writable), OUTPUT_DIR]
     return [*command, "--chdir", WORK_DIR, "--"]
 
 

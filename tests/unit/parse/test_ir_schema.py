@@ -106,6 +106,7 @@ def test_generated_is_a_module_with_its_hash_and_entrypoints() -> None:
         "input_shape": [8, 8, 1],
         "output_shape": [10],
         "token_ids_below": None,
+        "train": {"epochs": 1},
     }
     validator("generated").validate(generated)
     assert validator("generated").is_valid({**generated, "token_ids_below": 5000})

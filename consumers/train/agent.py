@@ -1,0 +1,277 @@
+"""Train stage agent: the generated module trained for real, in the execute stage's sandbox.
+
+The data set is loaded here (scikit-learn's bundled sets, seeded synthetic ones, `file:`
+arrays) and checked against the model's input before anything runs; the training itself
+runs in the sandbox (`train_script.py`), writing checkpoints and the trained weights into
+the artifact store through the sandbox's one writable directory. Its progress lines become
+ProgressReported (percent, epoch, step, ETA, samples/s, loss) and each epoch's metrics
+MetricRecorded, sent in batches; the artifacts go out as file:// uris with size and sha256.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from consumers.execute.agent import FLUSH_S
+from consumers.execute.limits import RunLimits
+from consumers.execute.programs import LimitSettings, requested_limits, run_failure
+from consumers.execute.sandbox import Sandbox
+from consumers.train.datasets import DatasetError, fits, load
+from consumers.train.train_script import DONE, EPOCH, PROGRESS
+from streams.runner import StageCommand, StageReporter
+from streams.settings import Settings
+from streams.stage import Outcome, Problem, StageCancelled, StageFailure, StageResult
+
+SCRIPT = Path(__file__).with_name("train_script.py")
+# One thread and deterministic kernels: the same seed gives the same metrics, and two runs
+# side by side do not fight over the cores.
+DETERMINISTIC = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+    "TF_DETERMINISTIC_OPS": "1",
+    "PYTHONHASHSEED": "0",
+}
+OVERRIDABLE = ("epochs", "batch_size", "validation_split", "seed", "shuffle", "dataset")
+MEDIA_TYPES = {
+    ".pt": "application/x-pytorch",
+    ".h5": "application/x-hdf5",
+    ".json": "application/json",
+    ".onnx": "application/onnx",
+}
+
+
+def settings_of(command: StageCommand) -> dict[str, Any]:
+    """The model's train { } block under what the request overrides."""
+    chosen = dict(command.input.get("train") or {})
+    asked = command.spec.get("train") or {}
+    chosen.update({key: asked[key] for key in OVERRIDABLE if asked.get(key) is not None})
+    chosen.setdefault("epochs", 1)
+    chosen.setdefault("batch_size", 32)
+    chosen.setdefault("validation_split", 0.0)
+    chosen.setdefault("shuffle", True)
+    return chosen
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+class TrainPump:
+    """The run's marked lines to the feed as events, in batches; other lines as logs."""
+
+    def __init__(self, reporter: StageReporter) -> None:
+        self.reporter = reporter
+        self.pending: list[tuple[str, dict[str, Any]]] = []
+        self.done: dict[str, Any] | None = None
+        self.epochs_done = 0
+        self.last_percent = 0.0
+        self._lock = asyncio.Lock()
+
+    async def line(self, stream: str, data: bytes) -> None:
+        text = data.decode("utf-8", errors="replace")
+        reporter = self.reporter
+        if stream == "stdout" and text.startswith(PROGRESS):
+            given = json.loads(text[len(PROGRESS) :])
+            # Non-decreasing, whatever the order batches and epoch ends come in.
+            self.last_percent = max(self.last_percent, float(given.pop("percent")))
+            message = (
+                f"epoch {given['epoch']}/{given['epochs']}, step {given['step']}/{given['steps']}"
+            )
+            self.pending.append(reporter.progress_event(self.last_percent, message, **given))
+        elif stream == "stdout" and text.startswith(EPOCH):
+            given = json.loads(text[len(EPOCH) :])
+            self.epochs_done = int(given["epoch"])
+            for name, value in given["metrics"].items():
+                split = "validation" if name.startswith("val_") else "train"
+                self.pending.append(
+                    reporter.metric_event(name, float(value), self.epochs_done, {"split": split})
+                )
+        elif stream == "stdout" and text.startswith(DONE):
+            self.done = json.loads(text[len(DONE) :])
+        else:
+            self.pending.append(reporter.log_event(text, stream=stream))
+
+    async def flush(self) -> None:
+        async with self._lock:
+            items, self.pending = self.pending, []
+            await self.reporter.send_all(items)
+
+    async def every(self, interval: float, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            await self.flush()
+
+
+class TrainStage:
+    """The stage logic; it shares the sandbox's rules with the execute stage."""
+
+    def __init__(self, settings: Settings, sandbox: Sandbox | None = None) -> None:
+        self.settings = settings
+        self.sandbox = sandbox or Sandbox.detect()
+        self._slots = asyncio.Semaphore(settings.execute_concurrency)
+
+    def limits(self, spec: Mapping[str, Any]) -> RunLimits:
+        s = self.settings
+        default = RunLimits(
+            wall_s=s.train_wall_s,
+            cpu_s=s.train_cpu_s,
+            memory_mib=s.train_memory_mib,
+            processes=s.train_processes,
+            output_kib=s.execute_max_output_kib,
+            file_mib=s.train_file_mib,
+        )
+        chosen = requested_limits(spec, LimitSettings(default, default))
+        return RunLimits(
+            wall_s=chosen.wall_s,
+            cpu_s=chosen.cpu_s,
+            memory_mib=chosen.memory_mib,
+            processes=chosen.processes,
+            output_kib=chosen.output_kib,
+            file_mib=s.train_file_mib,
+        )
+
+    async def __call__(self, command: StageCommand, reporter: StageReporter) -> Outcome:
+        if not self.sandbox.confined and not self.settings.allow_unconfined:
+            missing = ", ".join(self.sandbox.missing)
+            return StageFailure(
+                (Problem("SANDBOX_UNAVAILABLE", f"this worker cannot confine training: {missing}"),)
+            )
+        given = command.input
+        module, shape = given.get("module"), given.get("input_shape")
+        if not isinstance(module, str) or not isinstance(shape, list):
+            return StageFailure(
+                (Problem("INPUT_INVALID", "the train stage needs codegen's module and shapes"),)
+            )
+        chosen = settings_of(command)
+        source = chosen.get("dataset")
+        if not source:
+            return StageFailure(
+                (
+                    Problem(
+                        "DATASET_MISSING",
+                        "the model's train { } block names no dataset and the request none",
+                        hint='add dataset: "sklearn:digits" (or another source) to train { }',
+                    ),
+                )
+            )
+        try:
+            data = await asyncio.to_thread(
+                load,
+                str(source),
+                data_dir=self.settings.data_dir,
+                seed=int(chosen.get("seed") or 0),
+            )
+        except DatasetError as error:
+            return StageFailure((Problem(error.code, str(error)),))
+        misfit = fits(data, tuple(int(n) for n in shape))
+        if misfit is not None:
+            return StageFailure((Problem("DATASET_SHAPE_MISMATCH", misfit),))
+        async with self._slots:
+            return await self._train(command, reporter, chosen, module, data.x, data.y)
+
+    async def _train(
+        self,
+        command: StageCommand,
+        reporter: StageReporter,
+        chosen: dict[str, Any],
+        module: str,
+        x: np.ndarray,
+        y: np.ndarray,
+    ) -> Outcome:
+        target = str(given_target(command))
+        out = self.settings.artifact_root() / command.job_id / f"{command.stage}-{command.attempt}"
+        await asyncio.to_thread(_fresh, out)
+        arguments = {
+            **{key: chosen.get(key) for key in ("epochs", "batch_size", "validation_split")},
+            "seed": chosen.get("seed"),
+            "shuffle": bool(chosen.get("shuffle", True)),
+            "target": target,
+            "progress_every_s": self.settings.train_progress_every_s,
+        }
+        files = {
+            "model.py": module.encode(),
+            "train_script.py": SCRIPT.read_bytes(),
+            "x.npy": _npy(x),
+            "y.npy": _npy(y),
+        }
+        limits = self.limits(command.spec)
+        pump = TrainPump(reporter)
+        ended = asyncio.Event()
+        flushing = asyncio.create_task(pump.every(FLUSH_S, ended))
+        try:
+            result = await self.sandbox.run(
+                (sys.executable, "-I", "train_script.py", json.dumps(arguments)),
+                files=files,
+                limits=limits,
+                on_output=pump.line,
+                cancel=reporter.cancel,
+                binds=[Path(sys.prefix)],
+                output_dir=out,
+                env=DETERMINISTIC,
+            )
+        finally:
+            ended.set()
+            await flushing
+        await pump.flush()
+        await reporter.artifact("model.py", "text/x-python", module.encode())
+        summary: dict[str, Any] = {
+            "dataset": chosen.get("dataset"),
+            "epochs": chosen.get("epochs"),
+            "batch_size": chosen.get("batch_size"),
+            "validation_split": chosen.get("validation_split"),
+            "seed": chosen.get("seed"),
+            "target": target,
+            "epochs_done": pump.epochs_done,
+            "wall_ms": round(result.wall_s * 1000, 1),
+            "peak_rss_kib": result.peak_rss_kib,
+        }
+        if result.violation == "CANCELLED" or pump.done is None:
+            # The last completed epoch's weights are kept, whatever stopped the run.
+            checkpoint = next(iter(sorted(out.glob("checkpoint.*"))), None)
+            if checkpoint is not None:
+                await reporter.stored_artifact(checkpoint.name, _media(checkpoint), checkpoint)
+            if result.violation == "CANCELLED":
+                return StageCancelled(summary=summary)
+            failed = run_failure(limits, result)
+            return failed or StageFailure(
+                (Problem("TRAINING_FAILED", "the training run ended without its final metrics"),)
+            )
+        for path in sorted(out.iterdir()):
+            if path.name.startswith(("model.", "metrics.")):
+                await reporter.stored_artifact(path.name, _media(path), path)
+        summary.update(
+            final=pump.done["final"],
+            samples=pump.done["samples"],
+            samples_per_s=pump.done["samples_per_s"],
+            seconds=pump.done["seconds"],
+        )
+        return StageResult({"metrics": pump.done["final"], **summary}, summary)
+
+
+def given_target(command: StageCommand) -> str:
+    return str(command.input.get("target") or command.spec.get("target") or "pytorch")
+
+
+def _media(path: Path) -> str:
+    return MEDIA_TYPES.get(path.suffix, "application/octet-stream")
+
+
+def _fresh(directory: Path) -> None:
+    """An empty directory (a retried attempt starts over) the sandbox may write into."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)

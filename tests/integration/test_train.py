@@ -1,0 +1,138 @@
+"""The train stage on a stack that runs it: real training in the sandbox, followed live."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api.client import FeedEvent, StagecastClient
+from streams.launcher import Launcher
+from streams.stack import free_port
+from tests.conftest import EXAMPLES, RunningStack
+
+pytestmark = pytest.mark.integration
+
+DIGITS = (EXAMPLES / "digits_cnn.neural").read_text()
+IRIS = (EXAMPLES / "iris_mlp.neural").read_text()
+
+
+@pytest.fixture(scope="module")
+def trainer(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Worker, projector and API of their own, with the train stage enabled; the API's URL."""
+    state = tmp_path_factory.mktemp("train-stack")
+    settings = stack.isolated(
+        enabled_stages=("parse", "compile", "codegen", "execute", "train"),
+        state_dir=state,
+        api_port=free_port(),
+    )
+    launcher = Launcher(settings)
+    launcher.api_url = f"http://{settings.api_host}:{settings.api_port}"
+    for name in ("worker", "projector", "api"):
+        launcher.spawn(name)
+    try:
+        launcher.wait_ready(90)
+        yield launcher.api_url
+    finally:
+        launcher.stop()
+
+
+async def train(api_url: str, dsl: str, **settings: Any) -> list[FeedEvent]:
+    async with StagecastClient(api_url, timeout=120) as client:
+        accepted = await client.submit(dsl, stages=["train"], train=settings)
+        return [event async for event in client.events(accepted["job_id"])]
+
+
+def final_metrics(feed: list[FeedEvent]) -> dict[str, float]:
+    done = [e.data for e in feed if e.type == "StageChanged" and e.data["stage"] == "train"]
+    assert done[-1]["status"] == "SUCCEEDED", done[-1]
+    return dict(json.loads(done[-1]["summary"])["final"])
+
+
+async def test_digits_cnn_learns_the_digits_set(trainer: str) -> None:
+    feed = await train(trainer, DIGITS, epochs=20, batch_size=32)
+    assert final_metrics(feed)["val_accuracy"] >= 0.95
+
+
+async def test_iris_mlp_learns_iris_and_the_same_seed_gives_the_same_metrics(
+    trainer: str,
+) -> None:
+    first, again, other = await asyncio.gather(
+        train(trainer, IRIS, seed=3), train(trainer, IRIS, seed=3), train(trainer, IRIS, seed=4)
+    )
+    assert final_metrics(first)["val_accuracy"] >= 0.90
+    assert final_metrics(again) == final_metrics(first)
+    assert final_metrics(other) != final_metrics(first)
+
+
+async def test_a_training_feed_shows_progress_metrics_and_artifacts_in_order(
+    trainer: str,
+) -> None:
+    feed = await train(trainer, IRIS, epochs=6)
+    progress = [e.data for e in feed if e.type == "ProgressReported"]
+    percents = [p["percent"] for p in progress]
+    assert percents == sorted(percents) and percents[-1] == 100.0
+    assert all(p["eta_s"] is not None and p["epochs"] == 6 for p in progress)
+    assert {p["epoch"] for p in progress} == set(range(1, 7))  # at least one per epoch end
+    assert all(p["samples_per_s"] and p["loss"] is not None for p in progress)
+    metrics = [e.data for e in feed if e.type == "MetricRecorded"]
+    by_name: dict[str, list[int]] = {}
+    for metric in metrics:
+        by_name.setdefault(metric["name"], []).append(metric["step"])
+    assert set(by_name) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(steps == list(range(1, 7)) for steps in by_name.values())
+    assert {m["labels"]["split"] for m in metrics if m["name"].startswith("val_")} == {"validation"}
+    kinds = [e.type for e in feed]
+    artifacts = {e.data["name"]: e.data for e in feed if e.type == "ArtifactStored"}
+    assert {"model.pt", "metrics.json", "model.py"} <= set(artifacts)
+    assert max(i for i, kind in enumerate(kinds) if kind == "ArtifactStored") < kinds.index(
+        "JobFinished"
+    )
+    weights = artifacts["model.pt"]
+    stored = Path(weights["uri"].removeprefix("file://"))
+    assert len(await asyncio.to_thread(stored.read_bytes)) == weights["size_bytes"]
+    assert weights["content"] is None  # big artifacts travel by uri, not inline
+
+
+async def test_cancel_mid_training_stops_in_two_seconds_and_keeps_the_checkpoint(
+    trainer: str,
+) -> None:
+    async with StagecastClient(trainer, timeout=120) as client:
+        accepted = await client.submit(DIGITS, stages=["train"], train={"epochs": 500})
+        sent_at = stopped_at = None
+        feed = []
+        async for event in client.events(accepted["job_id"]):
+            feed.append(event)
+            if event.type == "MetricRecorded" and sent_at is None:
+                sent_at = time.monotonic()
+                await client.cancel(accepted["job_id"], "enough")
+            if event.type == "StageChanged" and event.data["status"] == "CANCELLED":
+                stopped_at = time.monotonic()
+    assert sent_at is not None and stopped_at is not None
+    assert stopped_at - sent_at <= 2.0
+    assert feed[-1].data["status"] == "CANCELLED"
+    names = [e.data["name"] for e in feed if e.type == "ArtifactStored"]
+    assert "checkpoint.pt" in names
+
+
+async def test_a_data_set_that_does_not_fit_the_model_is_refused_before_training(
+    trainer: str,
+) -> None:
+    misfit = await train(trainer, IRIS, dataset="sklearn:digits")
+    missing = await train(trainer, IRIS, dataset="file:nothing-here.npz")
+    outside = await train(trainer, IRIS, dataset="file:../../etc/passwd.npz")
+    for feed, code in (
+        (misfit, "DATASET_SHAPE_MISMATCH"),
+        (missing, "DATASET_UNAVAILABLE"),
+        (outside, "DATASET_UNAVAILABLE"),
+    ):
+        failed = [e.data for e in feed if e.type == "StageChanged" and e.data["status"] == "FAILED"]
+        assert failed and failed[0]["error"]["code"] == code, failed
+        assert not any(e.type == "ProgressReported" for e in feed)
+    shapes = [e.data for e in misfit if e.type == "StageChanged" and e.data["status"] == "FAILED"]
+    assert "[8, 8, 1]" in shapes[0]["error"]["message"] and "[4]" in shapes[0]["error"]["message"]
