@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("DATABASE_URL", "STAGECAST_DATABASE_URL")
     )
     state_dir: Path = Path(".stagecast")
+    # Where workers write artifacts too big to travel inline, and the only place the API serves
+    # `file://` artifacts from; `<state_dir>/artifacts` when unset (see artifact_root()).
+    artifact_dir: Path | None = None
     topic_prefix: str = Field(default="stagecast", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     partitions: int = Field(default=4, ge=1, le=1024)
     stage_partitions: int = Field(default=4, ge=1, le=1024)
@@ -137,6 +140,10 @@ class Settings(BaseSettings):
     def topics(self) -> Topics:
         # Not cached: model_copy() would carry a cached value over to a copy with another prefix.
         return Topics(self.topic_prefix)
+
+    def artifact_root(self) -> Path:
+        """The artifact directory as an absolute path with its symlinks resolved."""
+        return (self.artifact_dir or self.state_dir / "artifacts").resolve()
 
     def worker_ready_file(self, pid: int) -> Path:
         """Touched by a worker once its consumer group has given it partitions."""
