@@ -310,6 +310,28 @@ async def get_stages(request: Request) -> JSONResponse:
     return JSONResponse({"job_id": str(job_id), "stages": stages})
 
 
+_KNOWN = (
+    "SELECT EXISTS (SELECT 1 FROM jobs WHERE job_id = $1) "
+    "OR EXISTS (SELECT 1 FROM request_outbox WHERE job_id = $1)"
+)
+
+
+async def require_known_job(pool: asyncpg.Pool, job_id: uuid.UUID) -> None:
+    """JOB_NOT_FOUND unless the job is projected or accepted (its request in the outbox)."""
+    if not await pool.fetchval(_KNOWN, job_id):
+        raise ApiError(404, "JOB_NOT_FOUND", "no such job (yet)", {"job_id": str(job_id)})
+
+
+def latest_run_first(stages: str) -> str:
+    """ORDER BY terms putting first the stage attempt that counts among several with one name.
+
+    The later stage of the pipeline wins (`stages` is the SQL parameter holding STAGES), then
+    the later attempt: a retried stage replaces what its failed attempt recorded, and train's
+    model.py replaces codegen's.
+    """
+    return f"array_position({stages}::text[], stage) DESC NULLS LAST, attempt DESC"
+
+
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
