@@ -20,7 +20,10 @@ import asyncpg
 import httpx
 import pytest
 
+from api.jobs import job_requested
+from api.models import JobSubmission
 from projections.projector import Projector
+from schemas.codec import default_codec
 from streams.launcher import Launcher
 from streams.producer import now_ms
 from streams.settings import Settings
@@ -350,6 +353,65 @@ async def http(runs: Runs) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+# --- metrics -----------------------------------------------------------------------------
+
+
+async def test_metric_history_is_per_name_in_step_order(
+    runs: Runs, http: httpx.AsyncClient
+) -> None:
+    response = await http.get(f"/jobs/{runs.tuned}/metrics")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["job_id"] == runs.tuned
+    metrics = body["metrics"]
+    assert set(metrics) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    loss = metrics["loss"]
+    # Both attempts are history: the failed one's epochs 1 and 2, then the retry's 1 to 3.
+    assert [(p["step"], p["attempt"]) for p in loss] == [(1, 1), (1, 2), (2, 1), (2, 2), (3, 2)]
+    assert [p["value"] for p in loss if p["attempt"] == 2] == pytest.approx([1.0, 0.5, 1 / 3])
+    first = loss[1]
+    assert first["stage"] == "train"
+    assert first["labels"] == {"split": "train"}
+    assert first["timestamp"].endswith("+00:00")
+    assert [p["step"] for p in metrics["val_accuracy"]] == [1, 2, 3]
+    assert {p["labels"]["split"] for p in metrics["val_loss"]} == {"validation"}
+
+
+async def test_metric_history_filters_by_name(runs: Runs, http: httpx.AsyncClient) -> None:
+    one = (await http.get(f"/jobs/{runs.tuned}/metrics", params={"name": "val_loss"})).json()
+    assert list(one["metrics"]) == ["val_loss"]
+    two = await http.get(
+        f"/jobs/{runs.tuned}/metrics", params=[("name", "loss"), ("name", "accuracy")]
+    )
+    assert set(two.json()["metrics"]) == {"loss", "accuracy"}
+    none = await http.get(f"/jobs/{runs.tuned}/metrics", params={"name": "f1"})
+    assert none.status_code == 200
+    assert none.json()["metrics"] == {}
+
+
+async def test_values_json_has_no_number_for_are_strings(
+    runs: Runs, http: httpx.AsyncClient
+) -> None:
+    baseline = (await http.get(f"/jobs/{runs.baseline}/metrics")).json()["metrics"]
+    assert [p["value"] for p in baseline["loss"]] == [3.5, "NaN"]
+    nlp = (await http.get(f"/jobs/{runs.nlp}/metrics")).json()["metrics"]
+    assert nlp["perplexity"][0]["value"] == "Infinity"
+
+
+async def test_metrics_of_jobs_without_any_unknown_jobs_and_bad_queries(
+    runs: Runs, http: httpx.AsyncClient
+) -> None:
+    bare = await http.get(f"/jobs/{runs.bare}/metrics")
+    assert bare.status_code == 200
+    assert bare.json() == {"job_id": runs.bare, "metrics": {}}
+    assert_error(await http.get(f"/jobs/{uuid.uuid4()}/metrics"), 404, "JOB_NOT_FOUND")
+    assert_error(await http.get("/jobs/not-a-uuid/metrics"), 400, "INVALID_JOB_ID")
+    empty_name = await http.get(f"/jobs/{runs.tuned}/metrics", params={"name": ""})
+    assert_error(empty_name, 400, "INVALID_QUERY")
+    nul = await http.get(f"/jobs/{runs.tuned}/metrics", params={"name": "loss\x00"})
+    assert_error(nul, 400, "INVALID_QUERY")
+
+
 # --- artifacts ---------------------------------------------------------------------------
 
 
@@ -511,3 +573,127 @@ async def test_unknown_artifacts_jobs_and_bad_names(runs: Runs, http: httpx.Asyn
     assert_error(nul, 400, "INVALID_ARTIFACT_NAME")
     bare = await http.get(f"/jobs/{runs.bare}/artifacts")
     assert bare.json() == {"job_id": runs.bare, "artifacts": []}
+
+
+# --- compare -----------------------------------------------------------------------------
+
+
+async def test_compare_puts_runs_side_by_side(runs: Runs, http: httpx.AsyncClient) -> None:
+    response = await http.get(
+        "/runs/compare", params={"jobs": f"{runs.tuned},{runs.baseline},{runs.nlp}"}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    tuned, baseline, nlp = body["runs"]
+    assert [tuned["job_id"], baseline["job_id"], nlp["job_id"]] == [
+        runs.tuned,
+        runs.baseline,
+        runs.nlp,
+    ]
+    assert (tuned["status"], baseline["status"], nlp["status"]) == (
+        "SUCCEEDED",
+        "SUCCEEDED",
+        "FAILED",
+    )
+    assert tuned["tags"] == {"team": "vision", "experiment": "lr-sweep"}
+    assert tuned["params"] == {
+        "epochs": 3,
+        "batch_size": 32,
+        "optimizer.name": "adam",
+        "optimizer.lr": 0.001,
+        "kind": "MODEL",
+        "target": "pytorch",
+    }
+    # From the first stage's start (20 ms) to JobFinished (5,100 ms).
+    assert tuned["duration_ms"] == 5_080
+    # Final values come from the attempt that counts: the retry stopped at epoch 3.
+    loss = tuned["metrics"]["loss"]
+    assert (loss["step"], loss["attempt"], loss["stage"]) == (3, 2, "train")
+    assert loss["value"] == pytest.approx(1 / 3)
+    assert tuned["metrics"]["val_accuracy"]["value"] == pytest.approx(0.7)
+    assert (baseline["metrics"]["loss"]["value"], baseline["metrics"]["loss"]["step"]) == ("NaN", 2)
+    assert set(baseline["metrics"]) == {"loss", "accuracy"}
+    assert nlp["metrics"]["perplexity"]["value"] == "Infinity"
+    assert body["metric_names"] == [
+        "accuracy",
+        "loss",
+        "perplexity",
+        "val_accuracy",
+        "val_loss",
+    ]
+    assert body["param_names"] == [
+        "batch_size",
+        "epochs",
+        "kind",
+        "optimizer.lr",
+        "optimizer.name",
+        "target",
+    ]
+
+
+async def test_a_job_still_in_the_outbox_compares_as_queued(
+    runs: Runs, http: httpx.AsyncClient
+) -> None:
+    """Accepted but not projected (its request never reached the broker here)."""
+    submission = JobSubmission(
+        dsl="network Tiny {}", train={"epochs": 9}, labels={"team": "queued"}, stages=["train"]
+    )
+    record = job_requested(submission, "acme", "test")
+    conn = await asyncpg.connect(runs.settings.require_database())
+    try:
+
+        async def redriven() -> bool:
+            return bool(
+                await conn.fetchval(
+                    "SELECT 1 FROM broker_generations WHERE redriven_at IS NOT NULL"
+                )
+            )
+
+        # Stored as published in the live generation, so the API's relay leaves it alone.
+        await eventually(redriven)
+        await conn.execute(
+            "INSERT INTO request_outbox (job_id, tenant, request, published_generation, "
+            "published_at) SELECT $1, $2, $3, generation, now() FROM broker_generations "
+            "ORDER BY first_seen_at DESC LIMIT 1",
+            uuid.UUID(record["job_id"]),
+            "acme",
+            default_codec().encode("JobRequested", record),
+        )
+    finally:
+        await conn.close()
+    response = await http.get("/runs/compare", params={"jobs": f"{record['job_id']},{runs.bare}"})
+    assert response.status_code == 200, response.text
+    queued, bare = response.json()["runs"]
+    assert queued == {
+        "job_id": record["job_id"],
+        "status": "QUEUED",
+        "tags": {"team": "queued"},
+        "params": {"epochs": 9, "kind": "MODEL", "target": "pytorch"},
+        "started_at": None,
+        "finished_at": None,
+        "duration_ms": None,
+        "metrics": {},
+    }
+    assert bare["status"] == "REJECTED"
+    metrics = await http.get(f"/jobs/{record['job_id']}/metrics")
+    assert metrics.json() == {"job_id": record["job_id"], "metrics": {}}
+
+
+async def test_compare_refuses_bad_too_few_too_many_and_unknown_ids(
+    runs: Runs, http: httpx.AsyncClient
+) -> None:
+    unknown = [str(uuid.uuid4()), str(uuid.uuid4())]
+    cases = [
+        ({}, 400, "INVALID_QUERY"),
+        ({"jobs": runs.tuned}, 400, "INVALID_QUERY"),
+        ({"jobs": f"{runs.tuned},{runs.tuned}"}, 400, "INVALID_QUERY"),
+        ({"jobs": f"{runs.tuned},not-a-uuid"}, 400, "INVALID_JOB_ID"),
+        ({"jobs": ",".join(str(uuid.uuid4()) for _ in range(21))}, 400, "INVALID_QUERY"),
+    ]
+    for params, status, code in cases:
+        assert_error(await http.get("/runs/compare", params=params), status, code)
+    response = await http.get(
+        "/runs/compare", params={"jobs": ",".join([unknown[0], runs.tuned, unknown[1]])}
+    )
+    assert_error(response, 404, "JOB_NOT_FOUND")
+    assert response.json()["details"] == {"unknown": unknown}
