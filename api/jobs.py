@@ -343,7 +343,7 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
 
 
 async def list_jobs(request: Request) -> JSONResponse:
-    """Newest first; `status`, `tenant` filters; `limit`; `cursor` from the previous page."""
+    """Newest first; `status`, `tenant`, `label` filters; `limit`; `cursor` from the last page."""
     pool: asyncpg.Pool = request.app.state.pool
     limit = _int_param(request, "limit", 50, 1, 500)
     clauses: list[str] = []
@@ -360,6 +360,9 @@ async def list_jobs(request: Request) -> JSONResponse:
             raise ApiError(400, "INVALID_QUERY", f"`tenant` must be {_TENANT_RULE}")
         args.append(tenant)
         clauses.append(f"tenant = ${len(args)}")
+    for wanted in label_filters(request.query_params.getlist("label")):
+        args.append(json.dumps(wanted))
+        clauses.append(f"labels @> ${len(args)}::jsonb")
     cursor = request.query_params.get("cursor")
     if cursor is not None:
         args.extend(_parse_cursor(cursor))
@@ -376,6 +379,28 @@ async def list_jobs(request: Request) -> JSONResponse:
         last = rows[-1]
         body["next_cursor"] = f"{last['sort_key'].isoformat()}|{last['job_id']}"
     return JSONResponse(body)
+
+
+MAX_LABEL_FILTERS = 20
+
+
+def label_filters(values: list[str]) -> list[dict[str, str]]:
+    """`label=key:value` query values, each as the labels a job must contain (all of them).
+
+    The key ends at the first colon, so a value may hold colons and a key may not.
+    """
+    if len(values) > MAX_LABEL_FILTERS:
+        raise ApiError(400, "INVALID_QUERY", f"at most {MAX_LABEL_FILTERS} `label` filters at once")
+    filters = []
+    for text in values:
+        key, colon, value = text.partition(":")
+        if not colon or not key:
+            raise ApiError(400, "INVALID_QUERY", "`label` must be key:value", {"given": text[:100]})
+        problems = unstorable_strings({key: value})
+        if problems:
+            raise ApiError(400, "INVALID_QUERY", "`label` holds text no label can", problems)
+        filters.append({key: value})
+    return filters
 
 
 _SORT_KEY = "COALESCE(requested_at, accepted_at, '-infinity'::timestamptz)"

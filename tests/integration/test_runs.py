@@ -697,3 +697,45 @@ async def test_compare_refuses_bad_too_few_too_many_and_unknown_ids(
     )
     assert_error(response, 404, "JOB_NOT_FOUND")
     assert response.json()["details"] == {"unknown": unknown}
+
+
+# --- label filters -----------------------------------------------------------------------
+
+
+Query = list[tuple[str, str | int | float | bool | None]]
+
+
+async def listed(http: httpx.AsyncClient, params: Query) -> set[str]:
+    response = await http.get("/jobs", params=params)
+    assert response.status_code == 200, response.text
+    return {job["job_id"] for job in response.json()["jobs"]}
+
+
+async def test_jobs_filter_on_every_label_given(runs: Runs, http: httpx.AsyncClient) -> None:
+    vision = {runs.tuned, runs.baseline, runs.bare}
+    assert await listed(http, [("label", "team:vision")]) == vision
+    both: Query = [("label", "team:vision"), ("label", "experiment:lr-sweep")]
+    assert await listed(http, both) == {runs.tuned}
+    assert await listed(http, [("label", "team:vision"), ("label", "team:nlp")]) == set()
+    assert await listed(http, [("label", "url:http://example.test:1")]) == {runs.baseline}
+    assert await listed(http, [("label", "team:vision"), ("status", "REJECTED")]) == {runs.bare}
+    assert await listed(http, [("label", "team:nlp"), ("tenant", "acme")]) == {runs.nlp}
+    assert await listed(http, [("label", "team:nlp"), ("tenant", "other")]) == set()
+    assert await listed(http, [("label", "team:Vision")]) == set()
+    # Pages of one still hold every match once.
+    seen: list[str] = []
+    params: Query = [("label", "team:vision"), ("limit", "1")]
+    while True:
+        page = (await http.get("/jobs", params=params)).json()
+        seen += [job["job_id"] for job in page["jobs"]]
+        if "next_cursor" not in page:
+            break
+        params = [*params[:2], ("cursor", page["next_cursor"])]
+    assert sorted(seen) == sorted(vision)
+
+
+async def test_bad_label_filters_are_invalid_queries(http: httpx.AsyncClient) -> None:
+    for value in ("team", ":vision", "team\x00:x"):
+        assert_error(await http.get("/jobs", params={"label": value}), 400, "INVALID_QUERY")
+    many: Query = [("label", f"k{i}:v") for i in range(21)]
+    assert_error(await http.get("/jobs", params=many), 400, "INVALID_QUERY")

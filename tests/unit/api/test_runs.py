@@ -1,4 +1,4 @@
-"""Parsing and shaping for metrics and run comparison, without a server."""
+"""Parsing and shaping for metrics, run comparison and label filters, without a server."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from api.errors import ApiError
+from api.jobs import MAX_LABEL_FILTERS, label_filters
 from api.runs import (
     MAX_COMPARED,
     compared_job_ids,
@@ -105,3 +106,22 @@ def test_a_duration_needs_both_ends() -> None:
     assert duration_ms(start, start + timedelta(seconds=5, microseconds=1500)) == 5002
     assert duration_ms(start, None) is None
     assert duration_ms(None, start) is None
+
+
+def test_label_filters_split_at_the_first_colon() -> None:
+    assert label_filters([]) == []
+    assert label_filters(["team:vision", "url:http://x:1", "empty:"]) == [
+        {"team": "vision"},
+        {"url": "http://x:1"},
+        {"empty": ""},
+    ]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [["team"], [":vision"], ["team\x00:x"], ["team:x\x00"], ["k:v"] * (MAX_LABEL_FILTERS + 1)],
+)
+def test_bad_label_filters_are_refused(values: list[str]) -> None:
+    with pytest.raises(ApiError) as error:
+        label_filters(values)
+    refused(error, "INVALID_QUERY")
