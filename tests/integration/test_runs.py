@@ -20,6 +20,7 @@ import asyncpg
 import httpx
 import pytest
 
+from api.client import ApiRequestError, StagecastClient
 from api.jobs import job_requested
 from api.models import JobSubmission
 from projections.projector import Projector
@@ -739,3 +740,25 @@ async def test_bad_label_filters_are_invalid_queries(http: httpx.AsyncClient) ->
         assert_error(await http.get("/jobs", params={"label": value}), 400, "INVALID_QUERY")
     many: Query = [("label", f"k{i}:v") for i in range(21)]
     assert_error(await http.get("/jobs", params=many), 400, "INVALID_QUERY")
+
+
+# --- the client ------------------------------------------------------------------------------
+
+
+async def test_the_client_reads_metrics_artifacts_downloads_and_compares(runs: Runs) -> None:
+    async with StagecastClient(runs.api_url) as client:
+        metrics = await client.metrics(runs.tuned, names=["val_loss"])
+        assert [p["step"] for p in metrics["val_loss"]] == [1, 2, 3]
+        artifacts = await client.artifacts(runs.tuned)
+        assert {a["name"] for a in artifacts} >= {"model.pt", "checkpoints/epoch 3.pt"}
+        assert await client.download(runs.tuned, "model.pt") == runs.weights
+        assert await client.download(runs.tuned, "checkpoints/epoch 3.pt") == b"epoch three"
+        compared = await client.compare([runs.tuned, runs.baseline])
+        assert [run["job_id"] for run in compared["runs"]] == [runs.tuned, runs.baseline]
+        with pytest.raises(ApiRequestError) as refused:
+            await client.download(runs.files, "outside.bin")
+        assert refused.value.status == 502
+        assert refused.value.body["error_code"] == "ARTIFACT_UNAVAILABLE"
+        with pytest.raises(ApiRequestError) as missing:
+            await client.download(runs.tuned, "model.onnx")
+        assert missing.value.body["error_code"] == "ARTIFACT_NOT_FOUND"
