@@ -55,7 +55,12 @@ def _jsonb(text: str | None) -> Any:
 
 
 def _links(job_id: str) -> dict[str, str]:
-    return {"self": f"/jobs/{job_id}", "events": f"/jobs/{job_id}/events"}
+    return {
+        "self": f"/jobs/{job_id}",
+        "events": f"/jobs/{job_id}/events",
+        "metrics": f"/jobs/{job_id}/metrics",
+        "artifacts": f"/jobs/{job_id}/artifacts",
+    }
 
 
 async def read_body(request: Request, limit: int) -> Any:

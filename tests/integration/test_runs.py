@@ -376,6 +376,8 @@ async def test_metric_history_is_per_name_in_step_order(
     assert first["timestamp"].endswith("+00:00")
     assert [p["step"] for p in metrics["val_accuracy"]] == [1, 2, 3]
     assert {p["labels"]["split"] for p in metrics["val_loss"]} == {"validation"}
+    job = (await http.get(f"/jobs/{runs.tuned}")).json()
+    assert job["links"]["metrics"] == f"/jobs/{runs.tuned}/metrics"
 
 
 async def test_metric_history_filters_by_name(runs: Runs, http: httpx.AsyncClient) -> None:
@@ -448,6 +450,8 @@ async def test_artifacts_list_the_attempt_that_counts_for_each_name(
         f"/jobs/{runs.tuned}/artifacts/checkpoints%2Fepoch%203.pt"
     )
     assert "uri" not in weights and "content" not in weights
+    job = (await http.get(f"/jobs/{runs.tuned}")).json()
+    assert job["links"]["artifacts"] == f"/jobs/{runs.tuned}/artifacts"
 
 
 async def test_inline_artifacts_download_with_their_headers(
