@@ -16,11 +16,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from api.artifacts import download_artifact, list_artifacts
 from api.cancel import cancel_job
 from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware, error_response
 from api.feed import FeedNotifier, job_events
 from api.jobs import get_job, get_stages, jobs_collection
 from api.outbox import OutboxRelay
+from api.runs import compare_runs, get_metrics
 from api.watchdog import StageWatchdog
 from schemas.codec import default_codec
 from streams.producer import EventPublisher
@@ -111,8 +113,12 @@ def create_app(settings: Settings) -> ASGIApp:
         Route("/jobs", jobs_collection, methods=["GET", "POST"]),
         Route("/jobs/{job_id}", get_job),
         Route("/jobs/{job_id}/stages", get_stages),
+        Route("/jobs/{job_id}/metrics", get_metrics),
+        Route("/jobs/{job_id}/artifacts", list_artifacts),
+        Route("/jobs/{job_id}/artifacts/{name:path}", download_artifact),
         Route("/jobs/{job_id}/events", job_events),
         Route("/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+        Route("/runs/compare", compare_runs),
     ]
     app = Starlette(
         routes=routes,

@@ -1,12 +1,14 @@
-"""A small client for the stagecast API: submit jobs, read them, follow their SSE feeds."""
+"""A small client for the stagecast API: submit jobs, read them and their runs, follow feeds."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import aconnect_sse
@@ -32,6 +34,10 @@ class ApiRequestError(Exception):
         super().__init__(f"{status} {body.get('error_code')}: {body.get('error')}")
         self.status = status
         self.body = body
+
+
+class DownloadMismatch(Exception):
+    """A downloaded artifact's bytes do not hash to the ETag the API sent with them."""
 
 
 class StagecastClient:
@@ -90,6 +96,36 @@ class StagecastClient:
         """Ask every worker to stop the job; 409 (ApiRequestError) once it has ended."""
         body = {"reason": reason} if reason else {}
         return self._checked(await self._http.post(f"/jobs/{job_id}/cancel", json=body))
+
+    async def metrics(self, job_id: str, names: Sequence[str] = ()) -> dict[str, Any]:
+        """The job's metric history, `{"<name>": [{"step", "value", ...}, ...]}` by step."""
+        response = await self._http.get(f"/jobs/{job_id}/metrics", params={"name": list(names)})
+        metrics: dict[str, Any] = self._checked(response)["metrics"]
+        return metrics
+
+    async def artifacts(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's artifacts, the attempt that counts for each name."""
+        artifacts: list[dict[str, Any]] = self._checked(
+            await self._http.get(f"/jobs/{job_id}/artifacts")
+        )["artifacts"]
+        return artifacts
+
+    async def download(self, job_id: str, name: str) -> bytes:
+        """An artifact's bytes, checked against the SHA-256 the API sends as its ETag."""
+        response = await self._http.get(f"/jobs/{job_id}/artifacts/{quote(name, safe='')}")
+        if response.status_code >= 400:
+            raise ApiRequestError(response.status_code, _error_body(response))
+        content = response.content
+        expected = response.headers.get("etag", "").strip('"')
+        actual = hashlib.sha256(content).hexdigest()
+        if actual != expected:
+            raise DownloadMismatch(f"{name}: sha256 {actual}, the API said {expected or 'none'}")
+        return content
+
+    async def compare(self, job_ids: Sequence[str]) -> dict[str, Any]:
+        """Jobs side by side: `{"runs": [...], "metric_names": [...], "param_names": [...]}`."""
+        response = await self._http.get("/runs/compare", params={"jobs": ",".join(job_ids)})
+        return self._checked(response)
 
     async def events(
         self, job_id: str, last_event_id: int | None = None, *, reconnects: int = 5

@@ -55,7 +55,12 @@ def _jsonb(text: str | None) -> Any:
 
 
 def _links(job_id: str) -> dict[str, str]:
-    return {"self": f"/jobs/{job_id}", "events": f"/jobs/{job_id}/events"}
+    return {
+        "self": f"/jobs/{job_id}",
+        "events": f"/jobs/{job_id}/events",
+        "metrics": f"/jobs/{job_id}/metrics",
+        "artifacts": f"/jobs/{job_id}/artifacts",
+    }
 
 
 async def read_body(request: Request, limit: int) -> Any:
@@ -310,6 +315,28 @@ async def get_stages(request: Request) -> JSONResponse:
     return JSONResponse({"job_id": str(job_id), "stages": stages})
 
 
+_KNOWN = (
+    "SELECT EXISTS (SELECT 1 FROM jobs WHERE job_id = $1) "
+    "OR EXISTS (SELECT 1 FROM request_outbox WHERE job_id = $1)"
+)
+
+
+async def require_known_job(pool: asyncpg.Pool, job_id: uuid.UUID) -> None:
+    """JOB_NOT_FOUND unless the job is projected or accepted (its request in the outbox)."""
+    if not await pool.fetchval(_KNOWN, job_id):
+        raise ApiError(404, "JOB_NOT_FOUND", "no such job (yet)", {"job_id": str(job_id)})
+
+
+def latest_run_first(stages: str) -> str:
+    """ORDER BY terms putting first the stage attempt that counts among several with one name.
+
+    The later stage of the pipeline wins (`stages` is the SQL parameter holding STAGES), then
+    the later attempt: a retried stage replaces what its failed attempt recorded, and train's
+    model.py replaces codegen's.
+    """
+    return f"array_position({stages}::text[], stage) DESC NULLS LAST, attempt DESC"
+
+
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
@@ -321,7 +348,7 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
 
 
 async def list_jobs(request: Request) -> JSONResponse:
-    """Newest first; `status`, `tenant` filters; `limit`; `cursor` from the previous page."""
+    """Newest first; `status`, `tenant`, `label` filters; `limit`; `cursor` from the last page."""
     pool: asyncpg.Pool = request.app.state.pool
     limit = _int_param(request, "limit", 50, 1, 500)
     clauses: list[str] = []
@@ -338,6 +365,9 @@ async def list_jobs(request: Request) -> JSONResponse:
             raise ApiError(400, "INVALID_QUERY", f"`tenant` must be {_TENANT_RULE}")
         args.append(tenant)
         clauses.append(f"tenant = ${len(args)}")
+    for wanted in label_filters(request.query_params.getlist("label")):
+        args.append(json.dumps(wanted))
+        clauses.append(f"labels @> ${len(args)}::jsonb")
     cursor = request.query_params.get("cursor")
     if cursor is not None:
         args.extend(_parse_cursor(cursor))
@@ -354,6 +384,28 @@ async def list_jobs(request: Request) -> JSONResponse:
         last = rows[-1]
         body["next_cursor"] = f"{last['sort_key'].isoformat()}|{last['job_id']}"
     return JSONResponse(body)
+
+
+MAX_LABEL_FILTERS = 20
+
+
+def label_filters(values: list[str]) -> list[dict[str, str]]:
+    """`label=key:value` query values, each as the labels a job must contain (all of them).
+
+    The key ends at the first colon, so a value may hold colons and a key may not.
+    """
+    if len(values) > MAX_LABEL_FILTERS:
+        raise ApiError(400, "INVALID_QUERY", f"at most {MAX_LABEL_FILTERS} `label` filters at once")
+    filters = []
+    for text in values:
+        key, colon, value = text.partition(":")
+        if not colon or not key:
+            raise ApiError(400, "INVALID_QUERY", "`label` must be key:value", {"given": text[:100]})
+        problems = unstorable_strings({key: value})
+        if problems:
+            raise ApiError(400, "INVALID_QUERY", "`label` holds text no label can", problems)
+        filters.append({key: value})
+    return filters
 
 
 _SORT_KEY = "COALESCE(requested_at, accepted_at, '-infinity'::timestamptz)"

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("DATABASE_URL", "STAGECAST_DATABASE_URL")
     )
     state_dir: Path = Path(".stagecast")
+    # Where workers write artifacts too big to travel inline, and the only place the API serves
+    # `file://` artifacts from; `<state_dir>/artifacts` when unset (see artifact_root()).
+    artifact_dir: Path | None = None
     topic_prefix: str = Field(default="stagecast", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     partitions: int = Field(default=4, ge=1, le=1024)
     stage_partitions: int = Field(default=4, ge=1, le=1024)
@@ -99,8 +102,7 @@ class Settings(BaseSettings):
     execute_log_lines: int = Field(default=10_000, ge=1)
     execute_heartbeat_s: float = Field(default=1.0, gt=0)
     # The train stage: a run's defaults (the request's limits apply as for execute), how
-    # often it reports progress within an epoch, where `file:` data sets live, and the
-    # artifact store (a directory; artifacts travel on Kafka as file:// uris).
+    # often it reports progress within an epoch, and where `file:` data sets live.
     train_wall_s: float = Field(default=1800.0, gt=0)
     train_cpu_s: int = Field(default=7200, ge=1)
     train_memory_mib: int = Field(default=4096, ge=64)
@@ -108,7 +110,6 @@ class Settings(BaseSettings):
     train_file_mib: int = Field(default=1024, ge=1)
     train_progress_every_s: float = Field(default=0.25, gt=0)
     data_dir: Path = Path("data")
-    artifact_dir: Path | None = None
     # The stage watchdog fails an attempt that has sent nothing for this long (STAGE_TIMEOUT).
     stage_timeout_s: float = Field(default=120.0, gt=0)
     # Refuse to run code where the sandbox lacks a protection, unless this says otherwise.
@@ -150,8 +151,8 @@ class Settings(BaseSettings):
         return Topics(self.topic_prefix)
 
     def artifact_root(self) -> Path:
-        """The artifact store's directory: STAGECAST_ARTIFACT_DIR, or the state dir's."""
-        return self.artifact_dir if self.artifact_dir is not None else self.state_dir / "artifacts"
+        """The artifact directory as an absolute path with its symlinks resolved."""
+        return (self.artifact_dir or self.state_dir / "artifacts").resolve()
 
     def worker_ready_file(self, pid: int) -> Path:
         """Touched by a worker once its consumer group has given it partitions."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -61,3 +63,21 @@ def test_real_cluster_defaults_are_kafkas_and_the_group_follows_the_prefix() -> 
     assert settings.app_id == "team-a"
     named = Settings(_env_file=None, topic_prefix="team-a", app_id="g")  # type: ignore[call-arg]
     assert named.app_id == "g"
+
+
+def test_the_artifact_root_defaults_to_the_state_directory(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, state_dir=tmp_path / "state")  # type: ignore[call-arg]
+    assert settings.artifact_root() == (tmp_path / "state" / "artifacts").resolve()
+    assert settings.artifact_root().is_absolute()
+
+
+def test_the_artifact_root_comes_from_the_environment_resolved(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STAGECAST_ARTIFACT_DIR", "link")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.artifact_dir == Path("link")
+    assert settings.artifact_root() == (tmp_path / "real").resolve()
