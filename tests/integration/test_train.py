@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -136,3 +137,22 @@ async def test_a_data_set_that_does_not_fit_the_model_is_refused_before_training
         assert not any(e.type == "ProgressReported" for e in feed)
     shapes = [e.data for e in misfit if e.type == "StageChanged" and e.data["status"] == "FAILED"]
     assert "[8, 8, 1]" in shapes[0]["error"]["message"] and "[4]" in shapes[0]["error"]["message"]
+
+
+async def test_a_trained_runs_weights_metrics_and_comparison_are_served(trainer: str) -> None:
+    first, second = await asyncio.gather(
+        train(trainer, IRIS, epochs=3, seed=5), train(trainer, IRIS, epochs=4, seed=6)
+    )
+    job_ids = [feed[0].data["job_id"] for feed in (first, second)]
+    async with StagecastClient(trainer) as client:
+        listed = {a["name"]: a for a in await client.artifacts(job_ids[0])}
+        weights = await client.download(job_ids[0], "model.pt")
+        history = await client.metrics(job_ids[0])
+        compared = await client.compare(job_ids)
+    assert {"model.pt", "metrics.json", "model.py"} <= set(listed)
+    assert hashlib.sha256(weights).hexdigest() == listed["model.pt"]["sha256"]
+    assert [point["step"] for point in history["val_accuracy"]] == [1, 2, 3]
+    runs = {run["job_id"]: run for run in compared["runs"]}
+    assert runs[job_ids[1]]["params"]["epochs"] == 4
+    assert runs[job_ids[0]]["metrics"]["val_accuracy"]["step"] == 3
+    assert "val_loss" in compared["metric_names"]
