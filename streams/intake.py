@@ -24,13 +24,16 @@ Handler = Callable[[Mapping[str, Any]], Awaitable[None]]
 # harmless) instead of failing the job or dead-lettering a good message.
 TRANSIENT = (
     KafkaError,
-    ConnectionError,
-    TimeoutError,
+    OSError,  # refused, reset and timed-out connections among them
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
+    # A pooled connection whose server died mid-operation ("cannot switch to state 15"):
+    # taken for a crash, it dead-lettered a good request and left its job QUEUED forever.
+    asyncpg.InternalClientError,
 )
 _RETRY_FIRST_S = 0.2
 _RETRY_MAX_S = 5.0
