@@ -146,23 +146,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-async def _watch(api_url: str, job_id: str, last_event_id: int | None) -> int:
+async def _watch(
+    api_url: str, job_id: str, last_event_id: int | None, *, as_json: bool = False
+) -> int:
+    """Follow the job's feed to its end; 0 only when the job succeeded."""
     from api.client import StagecastClient
+    from streams.watching import FeedView, LineView, LiveView, succeeded
 
+    view: FeedView
+    if as_json or not sys.stdout.isatty():
+        view = LineView(sys.stdout, as_json=as_json)
+    else:
+        from rich.console import Console
+
+        view = LiveView(Console())
     status = 1
     async with StagecastClient(api_url) as client:
-        async for event in client.events(job_id, last_event_id):
-            data: dict[str, Any] = event.data
-            brief: dict[str, Any] = {
-                k: data[k]
-                for k in ("stage", "status", "percent", "message", "name", "value")
-                if k in data and data[k] not in (None, "")
-            }
-            if data.get("error"):
-                brief["error"] = data["error"]
-            print(f"{event.seq:>8}  {event.type:<16} {json.dumps(brief)}", flush=True)
-            if event.type == "JobFinished" and data.get("status") == "SUCCEEDED":
-                status = 0
+        with view:
+            async for event in client.events(job_id, last_event_id):
+                view.feed(event)
+                if succeeded(event):
+                    status = 0
     return status
 
 
@@ -251,7 +255,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     api_url = _api_url(args, _settings())
-    return _against_api(api_url, _watch(api_url, args.job_id, args.last_event_id))
+    return _against_api(
+        api_url, _watch(api_url, args.job_id, args.last_event_id, as_json=args.json)
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -281,6 +287,9 @@ def parser() -> argparse.ArgumentParser:
     watch = sub.add_parser("watch", help="follow a job's events")
     watch.add_argument("job_id")
     watch.add_argument("--last-event-id", type=int)
+    watch.add_argument(
+        "--json", action="store_true", help="one JSON object per event per line (for scripts)"
+    )
     watch.add_argument("--api", help="API base URL (default: the running stack)")
     return top
 

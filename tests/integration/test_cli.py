@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import pty
+import re
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 import uuid
 from collections.abc import Iterator
@@ -51,6 +57,72 @@ def test_submit_and_wait_prints_the_job_and_its_events(pipeline: Pipeline) -> No
         "watch", accepted["job_id"], "--api", pipeline.api_url, "--last-event-id", "0"
     )
     assert resumed.stdout == watched.stdout
+
+
+def submitted(pipeline: Pipeline, example: Path) -> str:
+    """The id of a job for `example` that has ended."""
+    done = stagecast("submit", str(example), "--wait", "--api", pipeline.api_url)
+    accepted, _ = json.JSONDecoder().raw_decode(done.stdout)
+    return str(accepted["job_id"])
+
+
+@pytest.mark.parametrize(
+    ("example", "status", "exit_code"),
+    [("tiny.neural", "SUCCEEDED", 0), ("invalid/unknown_layer.neural", "FAILED", 1)],
+    ids=["succeeded", "failed"],
+)
+def test_watch_json_prints_each_event_as_one_json_object_per_line(
+    pipeline: Pipeline, example: str, status: str, exit_code: int
+) -> None:
+    job_id = submitted(pipeline, EXAMPLES / example)
+    watched = stagecast("watch", job_id, "--json", "--api", pipeline.api_url)
+    assert watched.returncode == exit_code, watched.stderr
+    events = [json.loads(line) for line in watched.stdout.splitlines()]
+    assert all(set(event) == {"seq", "type", "data"} for event in events)
+    assert all(event["data"]["job_id"] == job_id for event in events)
+    assert events[0]["type"] == "JobAccepted"
+    assert (events[-1]["type"], events[-1]["data"]["status"]) == ("JobFinished", status)
+    # The same events, in the same order, as the plain lines name them.
+    plain = stagecast("watch", job_id, "--api", pipeline.api_url)
+    named = [line.split()[:2] for line in plain.stdout.splitlines()]
+    assert named == [[str(event["seq"]), event["type"]] for event in events]
+
+
+def test_watch_on_a_terminal_draws_progress_bars(pipeline: Pipeline) -> None:
+    job_id = submitted(pipeline, EXAMPLES / "tiny.neural")
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "watch", job_id, "--api", pipeline.api_url],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, TERM="xterm-256color"),
+    )
+    os.close(terminal)
+    shown = b""
+    try:
+        while chunk := _read(controller):
+            shown += chunk
+        assert watch.wait(timeout=60) == 0
+    finally:
+        os.close(controller)
+        watch.kill()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", shown.decode())  # without its colours
+    for stage in ("parse", "compile", "codegen"):
+        assert re.search(rf"✓ {stage} +━+ 100% ", text), text
+    assert "✓ job SUCCEEDED" in text
+    assert "StageChanged" not in text  # not the lines a pipe gets
+
+
+def _read(fd: int) -> bytes:
+    """What the terminal shows next; b"" once the program has closed it."""
+    try:
+        return os.read(fd, 65536)
+    except OSError as error:  # EIO: every process holding the terminal has closed it
+        if error.errno == errno.EIO:
+            return b""
+        raise
 
 
 def test_submit_of_an_invalid_model_exits_non_zero(pipeline: Pipeline) -> None:
