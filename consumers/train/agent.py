@@ -33,6 +33,7 @@ from streams.settings import Settings
 from streams.stage import Outcome, Problem, StageCancelled, StageFailure, StageResult
 
 SCRIPT = Path(__file__).with_name("train_script.py")
+ONNX_EXPORT = Path(__file__).with_name("onnx_export.py")
 # One thread and deterministic kernels: the same seed gives the same metrics, and two runs
 # side by side do not fight over the cores.
 DETERMINISTIC = {
@@ -206,6 +207,7 @@ class TrainStage:
         files = {
             "model.py": module.encode(),
             "train_script.py": SCRIPT.read_bytes(),
+            "onnx_export.py": ONNX_EXPORT.read_bytes(),
             "x.npy": _npy(x),
             "y.npy": _npy(y),
         }
@@ -254,7 +256,11 @@ class TrainStage:
         for path in sorted(out.iterdir()):
             if path.name.startswith(("model.", "metrics.")):
                 await reporter.stored_artifact(path.name, _media(path), path)
+        onnx = pump.done.get("onnx")
         summary.update(
+            onnx=None
+            if onnx is None
+            else {key: onnx.get(key) for key in ("passed", "problem", "exporter", "max_abs_diff")},
             final=pump.done["final"],
             samples=pump.done["samples"],
             samples_per_s=pump.done["samples_per_s"],

@@ -46,6 +46,26 @@ def saver(target: str, model: Any, out: Path) -> Any:
     return save
 
 
+def exported(target: str, model: Any, sample: Any, out: Path) -> dict[str, Any] | None:
+    """model.onnx beside the weights, checked against PyTorch with ONNX Runtime (PyTorch only).
+
+    The TorchScript exporter goes first: it takes a fraction of a second where torch.export
+    takes seconds (recurrent layers, tens of them); torch.export is the fallback.
+    """
+    if target == "tensorflow":
+        return None
+    spec = importlib.util.spec_from_file_location("onnx_export", "onnx_export.py")
+    assert spec is not None and spec.loader is not None
+    onnx_export = importlib.util.module_from_spec(spec)
+    sys.modules["onnx_export"] = onnx_export  # its dataclasses look their module up there
+    spec.loader.exec_module(onnx_export)
+    check = onnx_export.export_onnx(
+        model, sample, out / "model.onnx", exporters=("torchscript", "dynamo")
+    )
+    result: dict[str, Any] = check.as_dict()
+    return result
+
+
 def main(arguments: dict[str, Any]) -> None:
     import numpy as np
 
@@ -123,12 +143,14 @@ def main(arguments: dict[str, Any]) -> None:
     )
     save("model")
     elapsed = time.monotonic() - started
+    onnx = exported(str(arguments["target"]), model, x[: min(len(x), 8)], out)
     summary = {
         "final": final,
         "epochs": epochs,
         "samples": int(split),
         "seconds": round(elapsed, 3),
         "samples_per_s": round(epochs * split / elapsed, 1) if elapsed > 0 else None,
+        "onnx": onnx,
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     emit(DONE, summary)

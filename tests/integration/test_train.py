@@ -156,3 +156,36 @@ async def test_a_trained_runs_weights_metrics_and_comparison_are_served(trainer:
     assert runs[job_ids[1]]["params"]["epochs"] == 4
     assert runs[job_ids[0]]["metrics"]["val_accuracy"]["step"] == 3
     assert "val_loss" in compared["metric_names"]
+
+
+async def test_the_onnx_artifact_gives_the_trained_models_outputs(trainer: str) -> None:
+    feed = await train(trainer, DIGITS, epochs=2)
+    job_id = feed[0].data["job_id"]
+    async with StagecastClient(trainer) as client:
+        source = await client.download(job_id, "model.py")
+        weights = await client.download(job_id, "model.pt")
+        graph = await client.download(job_id, "model.onnx")
+    done = [e.data for e in feed if e.type == "StageChanged" and e.data["stage"] == "train"]
+    assert json.loads(done[-1]["summary"])["onnx"]["passed"] is True
+
+    def compare() -> float:
+        import io
+        import types
+
+        import numpy as np
+        import onnxruntime
+        import torch
+
+        module = types.ModuleType("trained")
+        exec(source.decode(), module.__dict__)
+        model = module.build_model()
+        model.load_state_dict(torch.load(io.BytesIO(weights)))
+        model.eval()
+        batch = np.random.default_rng(0).random((5, 8, 8, 1), dtype=np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(batch)).numpy()
+        session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
+        (got,) = session.run(None, {session.get_inputs()[0].name: batch})
+        return float(np.abs(got - expected).max())
+
+    assert await asyncio.to_thread(compare) < 1e-4
