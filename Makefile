@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python bench/projector.py
 	$(BIN)/python bench/e2e_latency.py
 	$(BIN)/python bench/execute.py
+	$(BIN)/python bench/train.py
 
 clean:
 	rm -rf $(VENV) .stagecast .pytest_cache .mypy_cache .ruff_cache
