@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -140,14 +141,18 @@ def stage_logic_registry(settings: Settings) -> dict[str, StageLogic]:
     from consumers.parse.agent import run as parse
 
     logic: dict[str, StageLogic] = {"parse": parse, "compile": compile_, "codegen": codegen}
-    if "execute" in settings.enabled_stages:
+    if {"execute", "train"} & set(settings.enabled_stages):
         from consumers.execute.agent import ExecuteStage
-
-        logic["execute"] = ExecuteStage(settings)
-    if "train" in settings.enabled_stages:
+        from consumers.execute.sandbox import Sandbox
         from consumers.train.agent import TrainStage
 
-        logic["train"] = TrainStage(settings)
+        # One sandbox (probed once) and one bound on runs for this worker's two stages.
+        sandbox = Sandbox.detect()
+        slots = asyncio.Semaphore(settings.execute_concurrency)
+        if "execute" in settings.enabled_stages:
+            logic["execute"] = ExecuteStage(settings, sandbox, slots)
+        if "train" in settings.enabled_stages:
+            logic["train"] = TrainStage(settings, sandbox, slots)
     return logic
 
 

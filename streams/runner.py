@@ -80,6 +80,8 @@ class StageReporter:
         self._command = command
         self._source = source
         self._sequence = 0
+        # The highest percent reported: an attempt's progress never goes back.
+        self.percent = 0.0
         self._started = list(started)
         # Set when the job is cancelled while this stage runs (long stages watch it).
         self.cancel = asyncio.Event()
@@ -128,7 +130,8 @@ class StageReporter:
         """A ProgressReported to send later with others (send_all); `training` fills its
         epoch, epochs, step, steps, eta_s, samples_per_s and loss."""
         record = self._record("progress")
-        record.update(percent=max(0.0, min(100.0, percent)), message=message, **training)
+        self.percent = max(self.percent, min(100.0, percent))
+        record.update(percent=self.percent, message=message, **training)
         return "ProgressReported", record
 
     def metric_event(

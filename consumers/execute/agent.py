@@ -13,6 +13,7 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,16 @@ def limit_settings(settings: Settings, kind: str) -> LimitSettings:
         processes=settings.execute_max_processes,
         output_kib=settings.execute_max_output_kib,
     )
-    if kind == "MODEL":
+    if kind == "TRAIN":
+        default = RunLimits(
+            wall_s=settings.train_wall_s,
+            cpu_s=settings.train_cpu_s,
+            memory_mib=settings.train_memory_mib,
+            processes=settings.train_processes,
+            output_kib=settings.execute_max_output_kib,
+            file_mib=settings.train_file_mib,
+        )
+    elif kind == "MODEL":
         default = RunLimits(
             wall_s=settings.model_wall_s,
             cpu_s=settings.model_cpu_s,
@@ -67,19 +77,40 @@ def limit_settings(settings: Settings, kind: str) -> LimitSettings:
     return LimitSettings(default, maximum)
 
 
-class OutputPump:
-    """A run's output lines to the feed, in order, in batches; at most `max_lines` of them."""
+class EventPump:
+    """Events of one run to the feed, in order, in batches: one acknowledgement wait each."""
+
+    def __init__(self, reporter: StageReporter) -> None:
+        self.reporter = reporter
+        self.pending: list[tuple[str, dict[str, Any]]] = []
+        self._lock = asyncio.Lock()
+
+    async def flush(self) -> int:
+        """Send what is pending; how many events that was."""
+        async with self._lock:
+            items, self.pending = self.pending, []
+            await self.reporter.send_all(items)
+            return len(items)
+
+    async def every(self, interval: float, stop: asyncio.Event) -> None:
+        """Flush every `interval` until `stop` is set (a flush is never cut half way)."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            await self.flush()
+
+
+class OutputPump(EventPump):
+    """A run's output lines as LogEmitted, flushed also at 64 KiB; at most `max_lines`."""
 
     def __init__(self, reporter: StageReporter, max_lines: int) -> None:
-        self.reporter = reporter
+        super().__init__(reporter)
         self.max_lines = max_lines
         self.forwarded = 0
         self.dropped = 0
         self.smoke: dict[str, Any] | None = None
         self.compile_failed = False
-        self._pending: list[tuple[str, str]] = []
         self._pending_bytes = 0
-        self._lock = asyncio.Lock()
 
     async def line(self, stream: str, data: bytes) -> None:
         text = data.decode("utf-8", errors="replace")
@@ -89,27 +120,19 @@ class OutputPump:
         if stream == "stderr" and text == COMPILE_FAILED_MARKER:
             self.compile_failed = True
             return
-        if self.forwarded + len(self._pending) >= self.max_lines:
+        if self.forwarded + len(self.pending) >= self.max_lines:
             self.dropped += 1
             return
-        self._pending.append((stream, text))
+        self.pending.append(self.reporter.log_event(text, stream=stream))
         self._pending_bytes += len(data)
         if self._pending_bytes >= FLUSH_BYTES:
             await self.flush()
 
-    async def flush(self) -> None:
-        async with self._lock:
-            lines, self._pending, self._pending_bytes = self._pending, [], 0
-            if lines:
-                await self.reporter.logs(lines)
-                self.forwarded += len(lines)
-
-    async def every(self, interval: float, stop: asyncio.Event) -> None:
-        """Flush every `interval` until `stop` is set (a flush is never cut half way)."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
-            await self.flush()
+    async def flush(self) -> int:
+        self._pending_bytes = 0
+        sent = await super().flush()
+        self.forwarded += sent
+        return sent
 
     async def close(self) -> None:
         await self.flush()
@@ -118,26 +141,60 @@ class OutputPump:
             await self.reporter.logs([("stderr", notice)], level="WARNING")
 
 
-async def heartbeats(reporter: StageReporter, limits: RunLimits, interval: float) -> None:
-    """ProgressReported while the stage works: the share of the run's time allowed gone."""
+def unconfined(sandbox: Sandbox, settings: Settings) -> StageFailure | None:
+    """SANDBOX_UNAVAILABLE where the sandbox lacks a protection and that is not allowed."""
+    if sandbox.confined or settings.allow_unconfined:
+        return None
+    missing = ", ".join(f"{name} ({why})" for name, why in sandbox.missing.items())
+    return StageFailure(
+        (
+            Problem(
+                "SANDBOX_UNAVAILABLE",
+                f"this worker cannot confine programs: missing {missing}",
+                hint="install what is missing (make install does) or set "
+                "STAGECAST_ALLOW_UNCONFINED=true to run without it",
+            ),
+        )
+    )
+
+
+async def heartbeats(reporter: StageReporter, wall_s: float | None, interval: float) -> None:
+    """ProgressReported while the stage works. With `wall_s`, the share of the time allowed
+    that has gone; without (training reports its own percent), the percent so far."""
     started = time.monotonic()
     while True:
         await asyncio.sleep(interval)
         elapsed = time.monotonic() - started
-        await reporter.progress(
-            min(99.0, 100 * elapsed / limits.wall_s),
-            f"working for {elapsed:.0f} s (the run may take {limits.wall_s:g} s)",
-        )
+        share = min(99.0, 100 * elapsed / wall_s) if wall_s else 0.0
+        await reporter.progress(share, f"working for {elapsed:.0f} s")
+
+
+@contextlib.asynccontextmanager
+async def beating(
+    reporter: StageReporter, wall_s: float | None, interval: float
+) -> AsyncIterator[None]:
+    """Heartbeats while the block runs (also while it waits for a free slot): the watchdog
+    fails an attempt that goes silent."""
+    task = asyncio.create_task(heartbeats(reporter, wall_s, interval))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class ExecuteStage:
     """The stage logic, holding this worker's sandbox and its bound on concurrent runs."""
 
-    def __init__(self, settings: Settings, sandbox: Sandbox | None = None) -> None:
+    def __init__(
+        self, settings: Settings, sandbox: Sandbox, slots: asyncio.Semaphore | None = None
+    ) -> None:
         self.settings = settings
-        self.sandbox = sandbox or Sandbox.detect()
+        self.sandbox = sandbox
         self.toolchains = toolchains()
-        self._slots = asyncio.Semaphore(settings.execute_concurrency)
+        # Shared with the train stage: the bound is on runs per worker, whichever stage.
+        self._slots = slots or asyncio.Semaphore(settings.execute_concurrency)
         log.warning(
             "execute stage: sandbox protections %s%s; toolchains %s",
             self.sandbox.protections,
@@ -162,33 +219,15 @@ class ExecuteStage:
         return made if isinstance(made, Program) else StageFailure((made,))
 
     async def __call__(self, command: StageCommand, reporter: StageReporter) -> Outcome:
-        if not self.sandbox.confined and not self.settings.allow_unconfined:
-            missing = ", ".join(f"{name} ({why})" for name, why in self.sandbox.missing.items())
-            return StageFailure(
-                (
-                    Problem(
-                        "SANDBOX_UNAVAILABLE",
-                        f"this worker cannot confine programs: missing {missing}",
-                        hint="install what is missing (make install does) or set "
-                        "STAGECAST_ALLOW_UNCONFINED=true to run without it",
-                    ),
-                )
-            )
+        refused = unconfined(self.sandbox, self.settings)
+        if refused is not None:
+            return refused
         program = self.program(command)
         if isinstance(program, StageFailure):
             return program
-        # Heartbeats from now on, also while waiting for a free slot: the watchdog fails an
-        # attempt that goes silent.
-        beating = asyncio.create_task(
-            heartbeats(reporter, program.limits, self.settings.execute_heartbeat_s)
-        )
-        try:
-            async with self._slots:
-                outcome = await self._run(program, reporter)
-        finally:
-            beating.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beating
+        interval = self.settings.execute_heartbeat_s
+        async with beating(reporter, program.limits.wall_s, interval), self._slots:
+            outcome = await self._run(program, reporter)
         if program.kind == "MODEL" and isinstance(outcome, StageResult):
             # The next stage (train) needs the module too: codegen's output goes on with it.
             return StageResult({**command.input, "smoke": outcome.output}, outcome.summary)

@@ -11,22 +11,20 @@ MetricRecorded, sent in batches; the artifacts go out as file:// uris with size 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
 import shutil
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from consumers.execute.agent import FLUSH_S
+from consumers.execute.agent import FLUSH_S, EventPump, beating, limit_settings, unconfined
 from consumers.execute.limits import RunLimits
-from consumers.execute.programs import LimitSettings, requested_limits, run_failure
+from consumers.execute.programs import requested_limits, run_failure
 from consumers.execute.sandbox import Sandbox
-from consumers.train.datasets import DatasetError, fits, load
+from consumers.train.datasets import Dataset, DatasetError, fits, load
 from consumers.train.train_script import DONE, EPOCH, PROGRESS
 from streams.runner import StageCommand, StageReporter
 from streams.settings import Settings
@@ -71,28 +69,24 @@ def _npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-class TrainPump:
+class TrainPump(EventPump):
     """The run's marked lines to the feed as events, in batches; other lines as logs."""
 
     def __init__(self, reporter: StageReporter) -> None:
-        self.reporter = reporter
-        self.pending: list[tuple[str, dict[str, Any]]] = []
+        super().__init__(reporter)
         self.done: dict[str, Any] | None = None
         self.epochs_done = 0
-        self.last_percent = 0.0
-        self._lock = asyncio.Lock()
 
     async def line(self, stream: str, data: bytes) -> None:
         text = data.decode("utf-8", errors="replace")
         reporter = self.reporter
         if stream == "stdout" and text.startswith(PROGRESS):
             given = json.loads(text[len(PROGRESS) :])
-            # Non-decreasing, whatever the order batches and epoch ends come in.
-            self.last_percent = max(self.last_percent, float(given.pop("percent")))
+            percent = float(given.pop("percent"))  # the reporter keeps it from going back
             message = (
                 f"epoch {given['epoch']}/{given['epochs']}, step {given['step']}/{given['steps']}"
             )
-            self.pending.append(reporter.progress_event(self.last_percent, message, **given))
+            self.pending.append(reporter.progress_event(percent, message, **given))
         elif stream == "stdout" and text.startswith(EPOCH):
             given = json.loads(text[len(EPOCH) :])
             self.epochs_done = int(given["epoch"])
@@ -106,52 +100,21 @@ class TrainPump:
         else:
             self.pending.append(reporter.log_event(text, stream=stream))
 
-    async def flush(self) -> None:
-        async with self._lock:
-            items, self.pending = self.pending, []
-            await self.reporter.send_all(items)
-
-    async def every(self, interval: float, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
-            await self.flush()
-
 
 class TrainStage:
     """The stage logic; it shares the sandbox's rules with the execute stage."""
 
-    def __init__(self, settings: Settings, sandbox: Sandbox | None = None) -> None:
+    def __init__(
+        self, settings: Settings, sandbox: Sandbox, slots: asyncio.Semaphore | None = None
+    ) -> None:
         self.settings = settings
-        self.sandbox = sandbox or Sandbox.detect()
-        self._slots = asyncio.Semaphore(settings.execute_concurrency)
-
-    def limits(self, spec: Mapping[str, Any]) -> RunLimits:
-        s = self.settings
-        default = RunLimits(
-            wall_s=s.train_wall_s,
-            cpu_s=s.train_cpu_s,
-            memory_mib=s.train_memory_mib,
-            processes=s.train_processes,
-            output_kib=s.execute_max_output_kib,
-            file_mib=s.train_file_mib,
-        )
-        chosen = requested_limits(spec, LimitSettings(default, default))
-        return RunLimits(
-            wall_s=chosen.wall_s,
-            cpu_s=chosen.cpu_s,
-            memory_mib=chosen.memory_mib,
-            processes=chosen.processes,
-            output_kib=chosen.output_kib,
-            file_mib=s.train_file_mib,
-        )
+        self.sandbox = sandbox
+        self._slots = slots or asyncio.Semaphore(settings.execute_concurrency)
 
     async def __call__(self, command: StageCommand, reporter: StageReporter) -> Outcome:
-        if not self.sandbox.confined and not self.settings.allow_unconfined:
-            missing = ", ".join(self.sandbox.missing)
-            return StageFailure(
-                (Problem("SANDBOX_UNAVAILABLE", f"this worker cannot confine training: {missing}"),)
-            )
+        refused = unconfined(self.sandbox, self.settings)
+        if refused is not None:
+            return refused
         given = command.input
         module, shape = given.get("module"), given.get("input_shape")
         if not isinstance(module, str) or not isinstance(shape, list):
@@ -182,8 +145,10 @@ class TrainStage:
         misfit = fits(data, tuple(int(n) for n in shape))
         if misfit is not None:
             return StageFailure((Problem("DATASET_SHAPE_MISMATCH", misfit),))
-        async with self._slots:
-            return await self._train(command, reporter, chosen, module, data.x, data.y)
+        limits = requested_limits(command.spec, limit_settings(self.settings, "TRAIN"))
+        interval = self.settings.execute_heartbeat_s
+        async with beating(reporter, None, interval), self._slots:
+            return await self._train(command, reporter, chosen, module, data, limits)
 
     async def _train(
         self,
@@ -191,8 +156,8 @@ class TrainStage:
         reporter: StageReporter,
         chosen: dict[str, Any],
         module: str,
-        x: np.ndarray,
-        y: np.ndarray,
+        data: Dataset,
+        limits: RunLimits,
     ) -> Outcome:
         target = str(given_target(command))
         out = self.settings.artifact_root() / command.job_id / f"{command.stage}-{command.attempt}"
@@ -208,10 +173,9 @@ class TrainStage:
             "model.py": module.encode(),
             "train_script.py": SCRIPT.read_bytes(),
             "onnx_export.py": ONNX_EXPORT.read_bytes(),
-            "x.npy": _npy(x),
-            "y.npy": _npy(y),
+            "x.npy": _npy(data.x),
+            "y.npy": _npy(data.y),
         }
-        limits = self.limits(command.spec)
         pump = TrainPump(reporter)
         ended = asyncio.Event()
         flushing = asyncio.create_task(pump.every(FLUSH_S, ended))
