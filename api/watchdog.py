@@ -1,7 +1,7 @@
 """The stage watchdog: a stage attempt whose heartbeats stopped ends FAILED STAGE_TIMEOUT.
 
 A worker killed mid-stage leaves its command uncommitted, so the consumer group hands it to
-another worker, which runs the attempt again (same event ids). The watchdog is for when
+another worker, which runs the stage again (streams/attempts.py). The watchdog is for when
 that does not happen within `stage_timeout_s`: no event of the attempt for that long (the
 execute stage sends a heartbeat every second). It publishes what the runner would have:
 StageChanged FAILED and JobFinished FAILED, under the runner's own event ids, after a

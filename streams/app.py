@@ -16,6 +16,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from schemas.codec import Codec, default_codec
+from streams.attempts import AttemptHistory
 from streams.control import ControlFeed, ControlListener
 from streams.dispatcher import Dispatcher
 from streams.dispatches import DispatchLedger
@@ -32,6 +33,9 @@ SANDBOX_REPORT_S = 30.0
 GENERATION_CHECK_S = 1.0
 # The exit status of a worker that left a broker generation behind (EX_TEMPFAIL).
 GENERATION_CHANGED_EXIT = 75
+# Stages whose events come with the clock: a delivery of one a dead worker left open runs as
+# the next attempt (streams/attempts.py).
+LONG_STAGES = ("execute", "train")
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,7 @@ class StageApp(faust.App):
     fetch_max_wait_ms = 500
     publisher: EventPublisher | None = None
     ledger: DispatchLedger | None = None
+    history: AttemptHistory | None = None
     control: ControlFeed | None = None
     # What this worker's execute stage can confine, for /ready (worker_sandboxes).
     sandbox_report: dict[str, Any] | None = None
@@ -73,6 +78,8 @@ class StageApp(faust.App):
             await self.publisher.start()
         if self.ledger is not None:
             await self.ledger.start()
+        if self.history is not None:
+            await self.history.start()
         await self.report_sandbox()
         # Before the group join: a worker that reports ready already hears every cancel.
         if self.control is not None:
@@ -87,6 +94,8 @@ class StageApp(faust.App):
             await self.publisher.stop()
         if self.ledger is not None:
             await self.ledger.stop()
+        if self.history is not None:
+            await self.history.stop()
 
     async def report_sandbox(self) -> None:
         """Record (again) which protections this worker's runs have; a failure is only logged."""
@@ -231,11 +240,15 @@ def build_app(
         intake = Intake("JobRequested", handler, publisher, codec, settings)
         add_agent("dispatcher", settings.topics.requests, intake)
     cancels = ControlListener()
+    long_stages = [name for name in LONG_STAGES if name in settings.enabled_stages]
+    if long_stages:
+        app.history = AttemptHistory(settings.require_database())
     for name in STAGES:
         # A command for a stage not run here (sent straight to Kafka, or left by a deployment
         # that ran it) fails its job visibly rather than waiting for a consumer forever.
         stage = logic[name] if name in settings.enabled_stages else unavailable
-        runner = StageRunner(name, stage, publisher, settings, cancels)
+        history = app.history if name in long_stages else None
+        runner = StageRunner(name, stage, publisher, settings, cancels, history)
         intake = Intake("StageCommand", runner.handle, publisher, codec, settings)
         add_agent(f"stage-{name}", settings.topics.stage(name), intake)
     control = Intake("CancelRequested", cancels.handle, publisher, codec, settings)

@@ -39,6 +39,7 @@ class DemoJob:
     line: int | None = None
     detail: str = ""
     transitions: list[str] = field(default_factory=list)
+    epochs: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -81,14 +82,8 @@ def bundled_jobs(examples: Path = EXAMPLES) -> list[DemoJob]:
     digits = examples / "digits_cnn.neural"
     if digits.exists():
         jobs.append(DemoJob("digits_cnn +execute", digits.read_text(), stages=("execute",)))
-        jobs.append(
-            DemoJob(
-                "digits_cnn +train",
-                digits.read_text(),
-                stages=("train",),
-                expect_refused="STAGE_UNAVAILABLE",
-            )
-        )
+        # Trained for real, as its train { } block says (8 epochs on scikit-learn's digits).
+        jobs.append(DemoJob("digits_cnn +train", digits.read_text(), stages=("train",)))
     jobs += [
         DemoJob("CODE python", "", code=PYTHON_PROGRAM),
         DemoJob("CODE c", "", code=C_PROGRAM, language="c"),
@@ -138,6 +133,10 @@ async def follow(client: StagecastClient, job: DemoJob, echo: bool) -> None:
         data: dict[str, Any] = event.data
         if event.type == "LogEmitted" and job.first_line is None:
             job.first_line = str(data["message"])[:60]
+        if event.type == "MetricRecorded" and data["name"] == "val_accuracy":
+            job.epochs.append(float(data["value"]))
+            if echo:
+                print(f"  {job.title:<34} epoch {data['step']}: val_accuracy {data['value']:.3f}")
         if event.type == "StageChanged":
             step = f"{data['stage']} {data['status']}"
             job.transitions.append(step)
@@ -166,6 +165,13 @@ async def follow(client: StagecastClient, job: DemoJob, echo: bool) -> None:
             job.detail += f"; {ran.get('ms_per_batch')} ms per batch of {ran.get('batch')}"
         elif job.first_line is not None:
             job.detail = f"printed {job.first_line!r}"
+        if "train" in done:
+            trained = done["train"]
+            files = len(await client.artifacts(job.job_id))
+            job.detail = (
+                f"val_accuracy {trained['final'].get('val_accuracy', 0):.3f} after "
+                f"{trained.get('epochs_done')} epochs; {files} artifacts"
+            )
     job.seconds = time.monotonic() - started
 
 

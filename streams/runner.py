@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -14,6 +15,7 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
+from streams.attempts import ATTEMPT_LOST, WORKER_LOST, AttemptHistory, resumption
 from streams.control import ControlListener
 from streams.envelope import envelope, error_info
 from streams.intake import Refused
@@ -208,6 +210,7 @@ class StageRunner:
         publisher: EventPublisher,
         settings: Settings,
         cancels: ControlListener | None = None,
+        history: AttemptHistory | None = None,
     ) -> None:
         self.stage = stage
         self.logic = logic
@@ -215,6 +218,8 @@ class StageRunner:
         self.settings = settings
         self.source = f"{settings.source}.stage.{stage}"
         self.cancels = cancels or ControlListener()
+        # For a long stage: which attempt a delivery is (streams/attempts.py).
+        self.history = history
 
     async def handle(self, record: Mapping[str, Any]) -> None:
         if record["stage"] != self.stage:
@@ -231,8 +236,49 @@ class StageRunner:
             if not self.cancels.ended_elsewhere(command.job_id):
                 await self.publisher.publish([self._cancelled_job(command)])
             return
+        if self.history is not None:
+            resumed = await self._resumed(command, self.history)
+            if resumed is None:
+                return
+            command = resumed
         with self.cancels.watch(command.job_id) as cancel:
             await self._attempt(command, cancel)
+
+    async def _resumed(self, command: StageCommand, history: AttemptHistory) -> StageCommand | None:
+        """The attempt this delivery runs, after ending one a dead worker left open; None
+        when nothing is to run."""
+        decided = resumption(
+            command, await history.latest(command), self.settings.stage_max_attempts
+        )
+        if decided.done:
+            log.info("%s of job %s already ran and the job went on", command.stage, command.job_id)
+            return None
+        if decided.lost is None:
+            return decided.command
+        lost = dataclasses.replace(command, attempt=decided.lost)
+        if decided.give_up:
+            message = (
+                f"{decided.lost} attempts of stage {command.stage} ended without an outcome "
+                "(the worker running each one stopped); the job is not tried again"
+            )
+            error = error_info(
+                WORKER_LOST, message, {"stage": command.stage, "attempts": decided.lost}
+            )
+            failed = [self._changed(lost, "FAILED", error=error, reported=1)]
+            await self.publisher.publish([*failed, self._finished(lost, "FAILED", error)])
+            return None
+        retry = decided.command.attempt
+        message = (
+            f"attempt {decided.lost} of stage {command.stage} ended without an outcome (its "
+            f"worker stopped or lost the broker); attempt {retry} runs the stage again"
+        )
+        details = {"stage": command.stage, "attempt": decided.lost, "retried_as": retry}
+        error = error_info(ATTEMPT_LOST, message, details)
+        # reported > 0: the projector cuts the progress topic before it, so the lost attempt's
+        # progress precedes its end on the feed.
+        await self.publisher.publish([self._changed(lost, "FAILED", error=error, reported=1)])
+        log.warning("job %s: %s", command.job_id, message)
+        return decided.command
 
     async def _attempt(self, command: StageCommand, cancel: asyncio.Event) -> None:
         started = time.monotonic()

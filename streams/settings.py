@@ -80,6 +80,7 @@ class Settings(BaseSettings):
         "compile",
         "codegen",
         "execute",
+        "train",
     )
     # The execute stage: programs at once per worker, what a run may use by default and at
     # most (a request asking more is rejected), and for the smoke run of a generated model.
@@ -112,6 +113,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     # The stage watchdog fails an attempt that has sent nothing for this long (STAGE_TIMEOUT).
     stage_timeout_s: float = Field(default=120.0, gt=0)
+    # An execute or train attempt whose worker died is retried as the next attempt, this many
+    # attempts at most; then the job fails WORKER_LOST (streams/attempts.py).
+    stage_max_attempts: int = Field(default=3, ge=1, le=100)
     # Refuse to run code where the sandbox lacks a protection, unless this says otherwise.
     allow_unconfined: bool = False
     log_level: str = "INFO"

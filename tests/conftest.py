@@ -121,3 +121,28 @@ def pipeline(stack: RunningStack) -> Iterator[Pipeline]:
     launcher.wait_ready(60)
     asyncio.run(asyncio.wait_for(_warm_up(launcher.api_url), 90))
     yield Pipeline(stack)
+
+
+# The stages a restricted deployment runs: the rest are refused or fail STAGE_UNAVAILABLE.
+RESTRICTED_STAGES = ("parse", "compile", "codegen")
+
+
+@pytest.fixture(scope="session")
+def restricted(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    """Worker, projector and API of their own on fresh topics and database, running only
+    RESTRICTED_STAGES: how a deployment that leaves stages out behaves."""
+    settings = stack.isolated(
+        enabled_stages=RESTRICTED_STAGES,
+        state_dir=tmp_path_factory.mktemp("restricted"),
+        api_port=free_port(),
+    )
+    launcher = Launcher(settings)
+    launcher.api_url = f"http://{settings.api_host}:{settings.api_port}"
+    for name in ("worker", "projector", "api"):
+        launcher.spawn(name)
+    try:
+        launcher.wait_ready(90)
+        asyncio.run(asyncio.wait_for(_warm_up(launcher.api_url), 90))
+        yield Pipeline(RunningStack(launcher))
+    finally:
+        launcher.stop()

@@ -137,9 +137,9 @@ def test_submit_of_an_invalid_model_exits_non_zero(pipeline: Pipeline) -> None:
     assert "DSL_UNKNOWN_LAYER" in done.stdout
 
 
-def test_submit_refused_by_the_api_prints_the_error(pipeline: Pipeline) -> None:
+def test_submit_refused_by_the_api_prints_the_error(restricted: Pipeline) -> None:
     done = stagecast(
-        "submit", str(EXAMPLES / "tiny.neural"), "--stages", "train", "--api", pipeline.api_url
+        "submit", str(EXAMPLES / "tiny.neural"), "--stages", "train", "--api", restricted.api_url
     )
     assert done.returncode == 1
     assert json.loads(done.stderr)["error_code"] == "STAGE_UNAVAILABLE"

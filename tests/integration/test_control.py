@@ -136,9 +136,9 @@ async def test_the_worker_reads_control_and_dead_letters_what_is_not_a_cancel(
 
 
 async def test_commands_for_stages_not_run_here_fail_the_job_or_are_dead_lettered(
-    pipeline: Pipeline,
+    restricted: Pipeline,
 ) -> None:
-    settings = pipeline.settings
+    settings = restricted.settings
     job_id = str(uuid.uuid4())
     train = settings.topics.stage("train")
     garbage = [(train, f"garbage {uuid.uuid4()}".encode()), (train, b"\xc3\x01" + bytes(8))]
@@ -148,13 +148,13 @@ async def test_commands_for_stages_not_run_here_fail_the_job_or_are_dead_lettere
         (settings.topics.events, accepted_bytes(job_id, ["train"])),
         (train, command_bytes(job_id, "train")),
     )
-    letters = await asyncio.wait_for(letters_for(pipeline, set(landed)), 30)
+    letters = await asyncio.wait_for(letters_for(restricted, set(landed)), 30)
     assert {where(x): x["error_code"] for x in letters} == {
         landed[0]: "BAD_MARKER",
         landed[1]: "UNKNOWN_FINGERPRINT",
     }
 
-    async with StagecastClient(pipeline.api_url) as client:
+    async with StagecastClient(restricted.api_url) as client:
 
         async def failed() -> bool:
             try:

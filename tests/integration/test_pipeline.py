@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from api.client import ApiRequestError, FeedEvent, StagecastClient
 from schemas.codec import default_codec
 from streams.demo import expectation
-from tests.conftest import EXAMPLES, Pipeline
+from tests.conftest import EXAMPLES, RESTRICTED_STAGES, Pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -258,19 +258,24 @@ async def test_same_idempotency_key_with_another_body_is_a_conflict(pipeline: Pi
         assert response.json()["error_code"] == "IDEMPOTENCY_CONFLICT"
 
 
-async def test_stages_not_built_yet_are_refused_with_stage_unavailable(
-    pipeline: Pipeline,
+async def test_stages_a_deployment_does_not_run_are_refused_with_stage_unavailable(
+    restricted: Pipeline,
 ) -> None:
-    async with httpx.AsyncClient(base_url=pipeline.api_url) as http:
-        for stages in (["train"], ["execute", "train"]):
+    async with httpx.AsyncClient(base_url=restricted.api_url) as http:
+        for stages, unavailable in (
+            (["execute"], ["execute"]),
+            (["execute", "train"], ["execute", "train"]),
+            (["train"], ["train"]),
+        ):
             response = await http.post("/jobs", json={"dsl": DIGITS, "stages": stages})
             assert response.status_code == 422
             assert response.json()["error_code"] == "STAGE_UNAVAILABLE"
-            assert response.json()["details"]["unavailable"] == ["train"]
+            assert response.json()["details"]["unavailable"] == unavailable
+            assert response.json()["details"]["available"] == list(RESTRICTED_STAGES)
 
 
 async def test_kafka_request_for_unavailable_stage_is_rejected_on_the_feed(
-    pipeline: Pipeline,
+    restricted: Pipeline,
 ) -> None:
     """Another system producing straight into Kafka gets a JobRejected, not silence."""
     from api.jobs import job_requested
@@ -278,15 +283,15 @@ async def test_kafka_request_for_unavailable_stage_is_rejected_on_the_feed(
 
     record = job_requested(JobSubmission(dsl=DIGITS, stages=["train"]), "default", "other-system")
     value = default_codec().encode("JobRequested", record)
-    producer = AIOKafkaProducer(bootstrap_servers=pipeline.settings.require_kafka())
+    producer = AIOKafkaProducer(bootstrap_servers=restricted.settings.require_kafka())
     await producer.start()
     try:
         await producer.send_and_wait(
-            pipeline.settings.topics.requests, value, key=record["job_id"].encode()
+            restricted.settings.topics.requests, value, key=record["job_id"].encode()
         )
     finally:
         await producer.stop()
-    async with StagecastClient(pipeline.api_url) as client:
+    async with StagecastClient(restricted.api_url) as client:
         # Produced straight into Kafka: the job is known (its feed opens) once projected.
         for _ in range(100):
             try:

@@ -7,10 +7,12 @@ import json
 import uuid
 from typing import Any
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
 from schemas.codec import default_codec
+from streams.attempts import AttemptHistory
 from streams.control import ControlListener
 from streams.envelope import Origin, envelope
 from streams.intake import Intake
@@ -278,3 +280,74 @@ async def test_cancel_stops_a_running_stage_and_a_cancelled_job_starts_no_stage(
     assert stopped[(running_job, "JobFinished")]["error"]["message"] == "user asked"
     assert stopped[(cancelled_job, "JobFinished")]["stages_completed"] == []
     assert stopped[(after_job, "JobFinished")]["stages_completed"] == ["parse"]
+
+
+async def test_a_long_stage_left_open_by_a_dead_worker_is_retried_then_given_up(
+    stack: RunningStack,
+) -> None:
+    """What the projection recorded decides: an open attempt ends ATTEMPT_LOST and the next
+    runs; the last allowed one open fails the job WORKER_LOST without running anything."""
+    settings = await asyncio.to_thread(stack.isolated, stage_max_attempts=3)
+    retried, given_up = str(uuid.uuid4()), str(uuid.uuid4())
+    conn = await asyncpg.connect(settings.require_database())
+    try:
+        for job_id, open_attempt in ((retried, 1), (given_up, 3)):
+            await conn.execute(
+                "INSERT INTO jobs (job_id, tenant, status) VALUES ($1, 'acme', 'RUNNING')",
+                uuid.UUID(job_id),
+            )
+            await conn.execute(
+                "INSERT INTO job_stages (job_id, stage, attempt, status) "
+                "VALUES ($1, 'execute', $2, 'STARTED')",
+                uuid.UUID(job_id),
+                open_attempt,
+            )
+    finally:
+        await conn.close()
+    ran: list[int] = []
+
+    async def counting(command: StageCommand, reporter: StageReporter) -> Outcome:
+        ran.append(command.attempt)
+        return await working(command, reporter)
+
+    history = AttemptHistory(settings.require_database())
+    publisher = EventPublisher(settings, default_codec())
+    await publisher.start()
+    await history.start()
+    try:
+        runner = StageRunner("execute", counting, publisher, settings, history=history)
+        intake = intake_for(runner, publisher)
+        topic = settings.topics.stage("execute")
+        plan = ["execute", "train"]
+        await intake.receive(
+            Origin(topic, 0, 1, None, command_bytes(retried, "execute", plan=plan))
+        )
+        await intake.receive(
+            Origin(topic, 0, 2, None, command_bytes(given_up, "execute", plan=plan))
+        )
+    finally:
+        await history.stop()
+        await publisher.stop()
+
+    assert ran == [2]
+    events = await read_all(settings, [settings.topics.events], 5)
+    by_job: dict[str, list[tuple[str, int | None, str | None, str | None]]] = {}
+    for event_type, record in events:
+        code = (record.get("error") or {}).get("code")
+        step = (event_type, record.get("attempt"), record.get("status"), code)
+        by_job.setdefault(record["job_id"], []).append(step)
+    assert by_job[retried] == [
+        ("StageChanged", 1, "FAILED", "ATTEMPT_LOST"),
+        ("StageChanged", 2, "STARTED", None),
+        ("StageChanged", 2, "SUCCEEDED", None),
+    ]
+    [(kind, next_command)] = await read_all(settings, [settings.topics.stage("train")], 1)
+    assert (kind, next_command["job_id"], next_command["stage"]) == (
+        "StageCommand",
+        retried,
+        "train",
+    )
+    assert by_job[given_up] == [
+        ("StageChanged", 3, "FAILED", "WORKER_LOST"),
+        ("JobFinished", None, "FAILED", "WORKER_LOST"),
+    ]

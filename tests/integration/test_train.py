@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from api.client import FeedEvent, StagecastClient
@@ -24,23 +26,26 @@ IRIS = (EXAMPLES / "iris_mlp.neural").read_text()
 
 
 @pytest.fixture(scope="module")
-def trainer(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Worker, projector and API of their own, with the train stage enabled; the API's URL."""
+def training(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    """Worker, projector and API of their own (training runs take the worker's run slots,
+    and one test kills that worker)."""
     state = tmp_path_factory.mktemp("train-stack")
-    settings = stack.isolated(
-        enabled_stages=("parse", "compile", "codegen", "execute", "train"),
-        state_dir=state,
-        api_port=free_port(),
-    )
+    settings = stack.isolated(state_dir=state, api_port=free_port())
     launcher = Launcher(settings)
     launcher.api_url = f"http://{settings.api_host}:{settings.api_port}"
     for name in ("worker", "projector", "api"):
         launcher.spawn(name)
     try:
         launcher.wait_ready(90)
-        yield launcher.api_url
+        yield launcher
     finally:
         launcher.stop()
+
+
+@pytest.fixture
+def trainer(training: Launcher) -> str:
+    """The training stack's API."""
+    return training.api_url
 
 
 async def train(api_url: str, dsl: str, **settings: Any) -> list[FeedEvent]:
@@ -191,3 +196,58 @@ async def test_the_onnx_artifact_gives_the_trained_models_outputs(trainer: str) 
         return float(np.abs(got - expected).max())
 
     assert await asyncio.to_thread(compare) < 1e-4
+
+
+def sandboxed_pids(worker: int) -> set[int]:
+    """The processes a worker's sandboxed runs are made of."""
+    try:
+        return {child.pid for child in psutil.Process(worker).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+async def test_a_worker_killed_mid_training_is_retried_as_the_next_attempt(
+    training: Launcher,
+) -> None:
+    async with StagecastClient(training.api_url, timeout=180) as client:
+        accepted = await client.submit(DIGITS, stages=["train"], train={"epochs": 12})
+        feed: list[FeedEvent] = []
+        orphans: set[int] = set()
+        async for event in client.events(accepted["job_id"]):
+            feed.append(event)
+            if event.type == "MetricRecorded" and not orphans:
+                worker = training.children["worker"]
+                orphans = sandboxed_pids(worker.pid)
+                worker.send_signal(signal.SIGKILL)
+                worker.wait(10)
+                training.spawn("worker")
+        history = await client.metrics(accepted["job_id"])
+        view = await client.job(accepted["job_id"])
+    assert orphans, "the training run was not found under the worker"
+    # The sandbox dies with its worker (bubblewrap's --die-with-parent).
+    await asyncio.sleep(1)
+    assert [pid for pid in orphans if psutil.pid_exists(pid)] == []
+    train_steps = [
+        (e.data["attempt"], e.data["status"], (e.data["error"] or {}).get("code"))
+        for e in feed
+        if e.type == "StageChanged" and e.data["stage"] == "train"
+    ]
+    assert train_steps == [
+        (1, "STARTED", None),
+        (1, "FAILED", "ATTEMPT_LOST"),
+        (2, "STARTED", None),
+        (2, "SUCCEEDED", None),
+    ]
+    assert feed[-1].type == "JobFinished" and view["status"] == "SUCCEEDED"
+    # Attempt 2 ran every epoch, and each attempt's events lie between its STARTED and its end.
+    assert [p["step"] for p in history["val_accuracy"] if p["attempt"] == 2] == list(range(1, 13))
+    for attempt in (1, 2):
+        spans = [
+            i
+            for i, e in enumerate(feed)
+            if e.data.get("attempt") == attempt and e.data.get("stage") == "train"
+        ]
+        ends = [i for i in spans if feed[i].type == "StageChanged"]
+        assert spans[0] == ends[0] and spans[-1] == ends[-1]
+        percents = [feed[i].data["percent"] for i in spans if feed[i].type == "ProgressReported"]
+        assert percents == sorted(percents)
