@@ -28,7 +28,6 @@ class DemoJob:
     expected_codes: tuple[str, ...] = ()
     expected_line: int | None = None
     stages: tuple[str, ...] = ()
-    expect_refused: str | None = None
     # A CODE job: the program, its language and limits (dsl stays empty).
     code: str | None = None
     language: str | None = None
@@ -44,16 +43,12 @@ class DemoJob:
 
     @property
     def expected(self) -> str:
-        if self.expect_refused:
-            return f"refused {self.expect_refused}"
         if self.expected_codes:
             return "FAILED " + "|".join(self.expected_codes)
         return "SUCCEEDED"
 
     @property
     def as_expected(self) -> bool:
-        if self.expect_refused:
-            return self.outcome == f"refused {self.expect_refused}"
         if not self.expected_codes:
             return self.outcome == "SUCCEEDED"
         if self.expected_line is not None and self.line != self.expected_line:

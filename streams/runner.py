@@ -169,16 +169,37 @@ class StageReporter:
 
     async def stored_artifact(self, name: str, media_type: str, path: Path) -> None:
         """An artifact written to the artifact store: its uri, size and hash travel, not it."""
-        uri, size, sha256 = await asyncio.to_thread(_described, path)
-        record = self._record("artifact")
-        record.update(
-            name=name, media_type=media_type, uri=uri, size_bytes=size, sha256=sha256, content=None
-        )
-        await self._send("ArtifactStored", record)
+        await self.send_all(await self.stored_artifact_events([(name, media_type, path)]))
+
+    async def stored_artifact_events(
+        self, stored: Sequence[tuple[str, str, Path]]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """ArtifactStored for files in the artifact store (name, media type, path each), hashed
+        off the event loop, to send later with others (send_all)."""
+        described = await asyncio.to_thread(lambda: [_described(path) for _, _, path in stored])
+        events = []
+        for (name, media_type, _), (uri, size, sha256) in zip(stored, described, strict=True):
+            record = self._record("artifact")
+            record.update(
+                name=name,
+                media_type=media_type,
+                uri=uri,
+                size_bytes=size,
+                sha256=sha256,
+                content=None,
+            )
+            events.append(("ArtifactStored", record))
+        return events
 
     async def artifact(
         self, name: str, media_type: str, content: bytes, uri: str | None = None
     ) -> None:
+        await self.send_all([self.artifact_event(name, media_type, content, uri)])
+
+    def artifact_event(
+        self, name: str, media_type: str, content: bytes, uri: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """An ArtifactStored carrying its (small) content, to send later with others."""
         record = self._record("artifact")
         record.update(
             name=name,
@@ -188,7 +209,7 @@ class StageReporter:
             sha256=hashlib.sha256(content).hexdigest(),
             content=content,
         )
-        await self._send("ArtifactStored", record)
+        return "ArtifactStored", record
 
 
 def _described(path: Path) -> tuple[str, int, str]:

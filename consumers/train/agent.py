@@ -162,26 +162,14 @@ class TrainStage:
         target = str(given_target(command))
         out = self.settings.artifact_root() / command.job_id / f"{command.stage}-{command.attempt}"
         await asyncio.to_thread(_fresh, out)
-        arguments = {
-            **{key: chosen.get(key) for key in ("epochs", "batch_size", "validation_split")},
-            "seed": chosen.get("seed"),
-            "shuffle": bool(chosen.get("shuffle", True)),
-            "target": target,
-            "progress_every_s": self.settings.train_progress_every_s,
-        }
-        files = {
-            "model.py": module.encode(),
-            "train_script.py": SCRIPT.read_bytes(),
-            "onnx_export.py": ONNX_EXPORT.read_bytes(),
-            "x.npy": _npy(data.x),
-            "y.npy": _npy(data.y),
-        }
+        arguments = script_arguments(chosen, target, self.settings.train_progress_every_s)
+        files = await asyncio.to_thread(script_files, module, data)
         pump = TrainPump(reporter)
         ended = asyncio.Event()
         flushing = asyncio.create_task(pump.every(FLUSH_S, ended))
         try:
             result = await self.sandbox.run(
-                (sys.executable, "-I", "train_script.py", json.dumps(arguments)),
+                script_argv(arguments),
                 files=files,
                 limits=limits,
                 on_output=pump.line,
@@ -194,7 +182,8 @@ class TrainStage:
             ended.set()
             await flushing
         await pump.flush()
-        await reporter.artifact("model.py", "text/x-python", module.encode())
+        # The generated code, then the files the run left, in one send.
+        code = reporter.artifact_event("model.py", "text/x-python", module.encode())
         summary: dict[str, Any] = {
             "dataset": chosen.get("dataset"),
             "epochs": chosen.get("epochs"),
@@ -208,29 +197,60 @@ class TrainStage:
         }
         if result.violation == "CANCELLED" or pump.done is None:
             # The last completed epoch's weights are kept, whatever stopped the run.
-            checkpoint = next(iter(sorted(out.glob("checkpoint.*"))), None)
-            if checkpoint is not None:
-                await reporter.stored_artifact(checkpoint.name, _media(checkpoint), checkpoint)
+            kept = sorted(out.glob("checkpoint.*"))[:1]
+            stored = await reporter.stored_artifact_events([(p.name, _media(p), p) for p in kept])
+            await reporter.send_all([code, *stored])
             if result.violation == "CANCELLED":
                 return StageCancelled(summary=summary)
             failed = run_failure(limits, result)
             return failed or StageFailure(
                 (Problem("TRAINING_FAILED", "the training run ended without its final metrics"),)
             )
-        for path in sorted(out.iterdir()):
-            if path.name.startswith(("model.", "metrics.")):
-                await reporter.stored_artifact(path.name, _media(path), path)
+        left = [p for p in sorted(out.iterdir()) if p.name.startswith(("model.", "metrics."))]
+        stored = await reporter.stored_artifact_events([(p.name, _media(p), p) for p in left])
+        await reporter.send_all([code, *stored])
         onnx = pump.done.get("onnx")
         summary.update(
             onnx=None
             if onnx is None
-            else {key: onnx.get(key) for key in ("passed", "problem", "exporter", "max_abs_diff")},
+            else {
+                key: onnx.get(key)
+                for key in ("passed", "problem", "exporter", "max_abs_diff", "seconds")
+            },
             final=pump.done["final"],
             samples=pump.done["samples"],
             samples_per_s=pump.done["samples_per_s"],
             seconds=pump.done["seconds"],
         )
         return StageResult({"metrics": pump.done["final"], **summary}, summary)
+
+
+def script_arguments(
+    chosen: dict[str, Any], target: str, progress_every_s: float
+) -> dict[str, Any]:
+    """The training script's one argument (as JSON): the run's settings."""
+    return {
+        **{key: chosen.get(key) for key in ("epochs", "batch_size", "validation_split")},
+        "seed": chosen.get("seed"),
+        "shuffle": bool(chosen.get("shuffle", True)),
+        "target": target,
+        "progress_every_s": progress_every_s,
+    }
+
+
+def script_files(module: str, data: Dataset) -> dict[str, bytes]:
+    """The run's work dir: the generated module, the scripts, the data as .npy arrays."""
+    return {
+        "model.py": module.encode(),
+        "train_script.py": SCRIPT.read_bytes(),
+        "onnx_export.py": ONNX_EXPORT.read_bytes(),
+        "x.npy": _npy(data.x),
+        "y.npy": _npy(data.y),
+    }
+
+
+def script_argv(arguments: dict[str, Any]) -> tuple[str, ...]:
+    return (sys.executable, "-I", "train_script.py", json.dumps(arguments))
 
 
 def given_target(command: StageCommand) -> str:

@@ -65,6 +65,22 @@ async def test_digits_cnn_learns_the_digits_set(trainer: str) -> None:
     assert final_metrics(feed)["val_accuracy"] >= 0.95
 
 
+async def test_the_keras_module_trains_when_the_target_is_tensorflow(trainer: str) -> None:
+    async with StagecastClient(trainer, timeout=180) as client:
+        accepted = await client.submit(
+            IRIS, stages=["train"], target="tensorflow", train={"epochs": 40, "seed": 3}
+        )
+        feed = [event async for event in client.events(accepted["job_id"])]
+        listed = {a["name"] for a in await client.artifacts(accepted["job_id"])}
+    assert final_metrics(feed)["val_accuracy"] >= 0.8
+    assert {"model.weights.h5", "metrics.json", "model.py"} <= listed
+    assert "model.onnx" not in listed  # the ONNX export is PyTorch's
+    epochs = [
+        e.data["step"] for e in feed if e.type == "MetricRecorded" and e.data["name"] == "loss"
+    ]
+    assert epochs == list(range(1, 41))
+
+
 async def test_iris_mlp_learns_iris_and_the_same_seed_gives_the_same_metrics(
     trainer: str,
 ) -> None:

@@ -25,11 +25,11 @@ def test_a_job_is_as_expected_only_with_the_right_code_and_line() -> None:
     assert not job.as_expected
 
 
-def test_bundled_jobs_cover_valid_invalid_and_unavailable() -> None:
+def test_bundled_jobs_cover_valid_invalid_and_a_training() -> None:
     jobs = bundled_jobs()
-    assert any(not job.expected_codes and not job.expect_refused for job in jobs)
+    assert any(not job.expected_codes for job in jobs)
     assert all(job.expected_codes for job in jobs if job.title.startswith("invalid/"))
-    assert any(job.expect_refused == "STAGE_UNAVAILABLE" for job in jobs)
+    assert any(job.stages == ("train",) and not job.expected_codes for job in jobs)
 
 
 def test_bundled_jobs_run_programs_and_a_model_in_the_sandbox() -> None:
@@ -37,4 +37,4 @@ def test_bundled_jobs_run_programs_and_a_model_in_the_sandbox() -> None:
     programs = [job for job in jobs if job.code is not None]
     assert {job.language for job in programs} >= {None, "c"}
     assert any(job.expected_codes == ("CPU_LIMIT",) for job in programs)
-    assert any("execute" in job.stages and not job.expect_refused for job in jobs)
+    assert any("execute" in job.stages and not job.expected_codes for job in jobs)

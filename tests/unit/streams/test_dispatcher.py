@@ -55,7 +55,11 @@ def test_extra_stages_come_after_codegen_in_pipeline_order() -> None:
 
 
 def test_stages_not_enabled_are_unavailable() -> None:
-    assert rejected(plan_job(request(stages=["train"]), SETTINGS)) == "STAGE_UNAVAILABLE"
+    no_train = SETTINGS.model_copy(
+        update={"enabled_stages": ("parse", "compile", "codegen", "execute")}
+    )
+    assert rejected(plan_job(request(stages=["train"]), no_train)) == "STAGE_UNAVAILABLE"
+    assert plan_job(request(stages=["train"]), SETTINGS) == ("parse", "compile", "codegen", "train")
     no_execute = SETTINGS.model_copy(update={"enabled_stages": ("parse", "compile", "codegen")})
     code_job = request(kind="CODE", dsl=None, code="print(1)")
     assert rejected(plan_job(code_job, no_execute)) == "STAGE_UNAVAILABLE"
