@@ -2,8 +2,9 @@
 
 Small artifacts travel inline and are served from the `artifacts` row. Large ones are files a
 worker wrote into the artifact directory (`Settings.artifact_root()`), named by a `file://`
-URI; the API serves no other scheme and no file outside that directory, wherever a symlink
-or `..` would lead.
+URI or by a URL under STAGECAST_ARTIFACT_URL (the same directory, as clients reach it); the
+API serves nothing else and no file outside that directory, wherever a symlink or `..` would
+lead.
 
 A file is verified before its answer starts: its size and SHA-256 must be the recorded ones,
 or the answer is 502 ARTIFACT_CORRUPT. It is then streamed from the same open file, hashed
@@ -103,13 +104,26 @@ def file_uri_path(uri: str) -> Path:
     return Path(path)
 
 
-def locate(uri: str, root: Path) -> Path:
+def store_path(uri: str, root: Path, base_url: str | None) -> Path:
+    """The local path of an artifact named by `file://` URI, or by a URL under the artifact
+    store's `base_url` (STAGECAST_ARTIFACT_URL), which names a path under `root`."""
+    if base_url is not None:
+        prefix = base_url.rstrip("/") + "/"
+        if uri.startswith(prefix):
+            relative = os.fsdecode(unquote_to_bytes(uri[len(prefix) :]))
+            if not relative or "\x00" in relative or any(c in uri for c in "?#"):
+                raise unavailable("invalid_uri", "the artifact's URL names no file in the store")
+            return root / relative
+    return file_uri_path(uri)
+
+
+def locate(uri: str, root: Path, base_url: str | None = None) -> Path:
     """The file behind `uri` with its symlinks resolved, if it lies inside `root`.
 
     Containment is checked before existence, so nothing says whether a file outside exists.
     """
     try:
-        resolved = file_uri_path(uri).resolve()
+        resolved = store_path(uri, root, base_url).resolve()
     except (OSError, RuntimeError):  # a symlink loop
         raise unavailable("unreadable", "the artifact's file cannot be read") from None
     if not resolved.is_relative_to(root):
@@ -123,9 +137,11 @@ def _open_no_follow(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
 
 
-def open_verified(uri: str, root: Path, size_bytes: int, sha256: str) -> IO[bytes]:
+def open_verified(
+    uri: str, root: Path, size_bytes: int, sha256: str, base_url: str | None = None
+) -> IO[bytes]:
     """The artifact's file, open at its start, once its size and SHA-256 are the recorded ones."""
-    path = locate(uri, root)
+    path = locate(uri, root, base_url)
     try:
         file = open(path, "rb", opener=_open_no_follow)  # noqa: SIM115 (returned open)
     except FileNotFoundError:
@@ -197,7 +213,12 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
     return any(tag in ("*", etag) for tag in candidates)
 
 
-def _artifact_view(job_id: str, row: asyncpg.Record) -> dict[str, Any]:
+def _artifact_view(job_id: str, row: asyncpg.Record, base_url: str | None) -> dict[str, Any]:
+    links = {"download": download_path(job_id, row["name"])}
+    uri = row["uri"]
+    if base_url is not None and uri and uri.startswith(base_url.rstrip("/") + "/"):
+        # Where clients reach the file in the store itself (a file:// URI is not shown).
+        links["store"] = uri
     return {
         "name": row["name"],
         "media_type": row["media_type"],
@@ -206,7 +227,7 @@ def _artifact_view(job_id: str, row: asyncpg.Record) -> dict[str, Any]:
         "stage": row["stage"],
         "attempt": row["attempt"],
         "created_at": row["occurred_at"].isoformat(),
-        "links": {"download": download_path(job_id, row["name"])},
+        "links": links,
     }
 
 
@@ -217,7 +238,9 @@ async def list_artifacts(request: Request) -> JSONResponse:
     if not rows:
         await require_known_job(pool, job_id)
     text = str(job_id)
-    return JSONResponse({"job_id": text, "artifacts": [_artifact_view(text, r) for r in rows]})
+    base_url = request.app.state.settings.artifact_url
+    views = [_artifact_view(text, row, base_url) for row in rows]
+    return JSONResponse({"job_id": text, "artifacts": views})
 
 
 async def download_artifact(request: Request) -> Response:
@@ -258,7 +281,7 @@ async def download_artifact(request: Request) -> Response:
     settings: Settings = state.settings
     try:
         file = await asyncio.to_thread(
-            open_verified, uri, settings.artifact_root(), size_bytes, sha256
+            open_verified, uri, settings.artifact_root(), size_bytes, sha256, settings.artifact_url
         )
     except ApiError as error:
         log.warning("artifact %r of job %s at %r: %s", name, job_id, uri, error.details)

@@ -176,7 +176,10 @@ class StageReporter:
     ) -> list[tuple[str, dict[str, Any]]]:
         """ArtifactStored for files in the artifact store (name, media type, path each), hashed
         off the event loop, to send later with others (send_all)."""
-        described = await asyncio.to_thread(lambda: [_described(path) for _, _, path in stored])
+        settings = self._publisher.settings
+        described = await asyncio.to_thread(
+            lambda: [_described(path, settings) for _, _, path in stored]
+        )
         events = []
         for (name, media_type, _), (uri, size, sha256) in zip(stored, described, strict=True):
             record = self._record("artifact")
@@ -212,13 +215,13 @@ class StageReporter:
         return "ArtifactStored", record
 
 
-def _described(path: Path) -> tuple[str, int, str]:
+def _described(path: Path, settings: Settings) -> tuple[str, int, str]:
     """A stored file's uri, size and sha256 (read in chunks: it may be big)."""
     digest = hashlib.sha256()
     with path.open("rb") as stored:
         for chunk in iter(lambda: stored.read(1 << 20), b""):
             digest.update(chunk)
-    return path.resolve().as_uri(), path.stat().st_size, digest.hexdigest()
+    return settings.artifact_uri(path), path.stat().st_size, digest.hexdigest()
 
 
 class StageRunner:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -50,6 +51,10 @@ class Settings(BaseSettings):
     # Where workers write artifacts too big to travel inline, and the only place the API serves
     # `file://` artifacts from; `<state_dir>/artifacts` when unset (see artifact_root()).
     artifact_dir: Path | None = None
+    # The artifact directory's address for clients, when it is served or mounted elsewhere
+    # (`https://artifacts.example/stagecast/`): artifacts then carry that URL, which the API
+    # maps back into the directory. Unset: `file://` URIs.
+    artifact_url: str | None = Field(default=None, pattern=r"^(https?|file)://[^\s?#]+$")
     topic_prefix: str = Field(default="stagecast", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     partitions: int = Field(default=4, ge=1, le=1024)
     stage_partitions: int = Field(default=4, ge=1, le=1024)
@@ -157,6 +162,14 @@ class Settings(BaseSettings):
     def artifact_root(self) -> Path:
         """The artifact directory as an absolute path with its symlinks resolved."""
         return (self.artifact_dir or self.state_dir / "artifacts").resolve()
+
+    def artifact_uri(self, path: Path) -> str:
+        """How an artifact written at `path` is named on its ArtifactStored event."""
+        resolved = path.resolve()
+        root = self.artifact_root()
+        if self.artifact_url is None or not resolved.is_relative_to(root):
+            return resolved.as_uri()
+        return self.artifact_url.rstrip("/") + "/" + quote(resolved.relative_to(root).as_posix())
 
     def worker_ready_file(self, pid: int) -> Path:
         """Touched by a worker once its consumer group has given it partitions."""

@@ -166,7 +166,10 @@ class TrainStage:
         files = await asyncio.to_thread(script_files, module, data)
         pump = TrainPump(reporter)
         ended = asyncio.Event()
-        flushing = asyncio.create_task(pump.every(FLUSH_S, ended))
+        # Sent as often as progress may be reported: an epoch's metrics and its progress
+        # travel together, and the pipeline handles a few batches a second, not dozens.
+        every = max(FLUSH_S, self.settings.train_progress_every_s)
+        flushing = asyncio.create_task(pump.every(every, ended))
         try:
             result = await self.sandbox.run(
                 script_argv(arguments),

@@ -23,6 +23,8 @@ pytestmark = pytest.mark.integration
 
 DIGITS = (EXAMPLES / "digits_cnn.neural").read_text()
 IRIS = (EXAMPLES / "iris_mlp.neural").read_text()
+# Where clients would reach the artifact store; the API maps it back into the directory.
+STORE_URL = "https://artifacts.example/stagecast/"
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def training(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> I
     """Worker, projector and API of their own (training runs take the worker's run slots,
     and one test kills that worker)."""
     state = tmp_path_factory.mktemp("train-stack")
-    settings = stack.isolated(state_dir=state, api_port=free_port())
+    settings = stack.isolated(state_dir=state, api_port=free_port(), artifact_url=STORE_URL)
     launcher = Launcher(settings)
     launcher.api_url = f"http://{settings.api_host}:{settings.api_port}"
     for name in ("worker", "projector", "api"):
@@ -173,6 +175,8 @@ async def test_a_trained_runs_weights_metrics_and_comparison_are_served(trainer:
         history = await client.metrics(job_ids[0])
         compared = await client.compare(job_ids)
     assert {"model.pt", "metrics.json", "model.py"} <= set(listed)
+    assert listed["model.pt"]["links"]["store"] == f"{STORE_URL}{job_ids[0]}/train-1/model.pt"
+    assert "store" not in listed["model.py"]["links"]  # inline: it is in the database
     assert hashlib.sha256(weights).hexdigest() == listed["model.pt"]["sha256"]
     assert [point["step"] for point in history["val_accuracy"]] == [1, 2, 3]
     runs = {run["job_id"]: run for run in compared["runs"]}

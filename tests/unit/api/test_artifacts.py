@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from api.artifacts import (
     CHUNK_BYTES,
@@ -22,6 +23,7 @@ from api.artifacts import (
     verified_chunks,
 )
 from api.errors import ApiError
+from streams.settings import Settings
 
 
 def refused(error: pytest.ExceptionInfo[ApiError], code: str, reason: str) -> None:
@@ -78,6 +80,49 @@ def test_other_uris_are_refused(uri: str, reason: str) -> None:
 def test_a_file_inside_the_artifact_directory_is_located(root: Path) -> None:
     uri, _, _ = stored(root, "job/model.pt", b"weights")
     assert locate(uri, root) == root / "job" / "model.pt"
+
+
+STORE_URL = "https://artifacts.example/stagecast/"
+
+
+def test_a_url_under_the_stores_address_names_a_file_in_the_artifact_directory(
+    root: Path,
+) -> None:
+    stored(root, "job/train-1/model 1.pt", b"weights")
+    settings = Settings(_env_file=None, artifact_dir=root, artifact_url=STORE_URL)  # type: ignore[call-arg]
+    uri = settings.artifact_uri(root / "job" / "train-1" / "model 1.pt")
+    assert uri == STORE_URL + "job/train-1/model%201.pt"
+    assert locate(uri, root, STORE_URL) == root / "job" / "train-1" / "model 1.pt"
+    # A file outside the directory keeps its file:// URI; without the setting, so do all.
+    assert settings.artifact_uri(Path("/etc/passwd")) == "file:///etc/passwd"
+    assert (
+        Settings(_env_file=None, artifact_dir=root).artifact_uri(root / "a")
+        == (root / "a").as_uri()
+    )  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [
+        (STORE_URL + "../secret.txt", "outside_artifact_dir"),
+        (STORE_URL + "%2e%2e/secret.txt", "outside_artifact_dir"),
+        (STORE_URL + "job/%00.pt", "invalid_uri"),
+        (STORE_URL, "invalid_uri"),
+        (STORE_URL + "job/model.pt?v=2", "invalid_uri"),
+        ("https://elsewhere.example/stagecast/job/model.pt", "unsupported_scheme"),
+    ],
+)
+def test_urls_of_the_store_cannot_lead_outside_it(root: Path, uri: str, reason: str) -> None:
+    (root.parent / "secret.txt").write_text("secret")
+    with pytest.raises(ApiError) as error:
+        locate(uri, root, STORE_URL)
+    refused(error, "ARTIFACT_UNAVAILABLE", reason)
+
+
+def test_the_store_address_must_be_a_url() -> None:
+    for wrong in ("artifacts.example/x", "ftp://artifacts.example/", "https://a.example/x?y"):
+        with pytest.raises(ValidationError):
+            Settings(_env_file=None, artifact_url=wrong)  # type: ignore[call-arg]
 
 
 def test_paths_leading_outside_are_refused_before_looking_for_the_file(
