@@ -25,7 +25,7 @@ from consumers.execute.limits import RunLimits
 from consumers.execute.programs import requested_limits, run_failure
 from consumers.execute.sandbox import Sandbox
 from consumers.train.datasets import Dataset, DatasetError, fits, load
-from consumers.train.train_script import DONE, EPOCH, PROGRESS
+from consumers.train.train_script import DONE, EPOCH, ERROR, PROGRESS
 from streams.runner import StageCommand, StageReporter
 from streams.settings import Settings
 from streams.stage import Outcome, Problem, StageCancelled, StageFailure, StageResult
@@ -75,6 +75,7 @@ class TrainPump(EventPump):
     def __init__(self, reporter: StageReporter) -> None:
         super().__init__(reporter)
         self.done: dict[str, Any] | None = None
+        self.error: dict[str, Any] | None = None
         self.epochs_done = 0
 
     async def line(self, stream: str, data: bytes) -> None:
@@ -97,6 +98,8 @@ class TrainPump(EventPump):
                 )
         elif stream == "stdout" and text.startswith(DONE):
             self.done = json.loads(text[len(DONE) :])
+        elif stream == "stdout" and text.startswith(ERROR):
+            self.error = json.loads(text[len(ERROR) :])
         else:
             self.pending.append(reporter.log_event(text, stream=stream))
 
@@ -205,6 +208,10 @@ class TrainStage:
             await reporter.send_all([code, *stored])
             if result.violation == "CANCELLED":
                 return StageCancelled(summary=summary)
+            if result.violation is None and pump.error is not None:
+                # The training raised: its exception is the error (a limit's kill is not).
+                said = f"{pump.error.get('type')}: {pump.error.get('message')}"
+                return StageFailure((Problem("TRAINING_FAILED", f"training failed: {said}"),))
             failed = run_failure(limits, result)
             return failed or StageFailure(
                 (Problem("TRAINING_FAILED", "the training run ended without its final metrics"),)

@@ -4,7 +4,8 @@ The work dir holds `model.py`, `x.npy` and `y.npy`; files that must outlive the 
 $STAGECAST_OUTPUT_DIR: a checkpoint after every epoch (replaced atomically, so a cancel or
 a kill leaves the last completed epoch's), then the trained weights and `metrics.json`.
 Progress goes to stdout as marked JSON lines: at most every `progress_every_s` during an
-epoch and always at its end; each epoch's metrics on their own line; the final metrics last.
+epoch and always at its end; each epoch's metrics on their own line; the final metrics last,
+or the exception that ended the run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 PROGRESS = "__stagecast_progress__ "
 EPOCH = "__stagecast_epoch__ "
 DONE = "__stagecast_done__ "
+ERROR = "__stagecast_error__ "
 
 
 def emit(marker: str, value: dict[str, Any]) -> None:
@@ -157,4 +159,9 @@ def main(arguments: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main(json.loads(sys.argv[1]))
+    try:
+        main(json.loads(sys.argv[1]))
+    except Exception as error:
+        # The stage's error names it; the traceback goes to the feed with the other stderr.
+        emit(ERROR, {"type": type(error).__name__, "message": str(error)[:2000]})
+        raise

@@ -164,6 +164,17 @@ async def test_a_data_set_that_does_not_fit_the_model_is_refused_before_training
     assert "[8, 8, 1]" in shapes[0]["error"]["message"] and "[4]" in shapes[0]["error"]["message"]
 
 
+async def test_a_training_that_raises_fails_with_its_exception(trainer: str) -> None:
+    # iris_mlp has batch normalization, which cannot train on batches of one sample.
+    feed = await train(trainer, IRIS, batch_size=1, epochs=1)
+    failed = [e.data for e in feed if e.type == "StageChanged" and e.data["status"] == "FAILED"]
+    assert failed and failed[0]["error"]["code"] == "TRAINING_FAILED"
+    assert "ValueError: Expected more than 1 value per channel" in failed[0]["error"]["message"]
+    stderr = [e.data["message"] for e in feed if e.type == "LogEmitted"]
+    assert any("Traceback" in line for line in stderr)
+    assert feed[-1].type == "JobFinished" and feed[-1].data["status"] == "FAILED"
+
+
 async def test_a_trained_runs_weights_metrics_and_comparison_are_served(trainer: str) -> None:
     first, second = await asyncio.gather(
         train(trainer, IRIS, epochs=3, seed=5), train(trainer, IRIS, epochs=4, seed=6)
