@@ -244,6 +244,10 @@ class StageRunner:
         self.cancels = cancels or ControlListener()
         # For a long stage: which attempt a delivery is (streams/attempts.py).
         self.history = history
+        # The job's stage running here now: a second delivery of its command (a rebalance
+        # hands the partition back and it is read again) waits for it instead of running it
+        # again beside it, and is acknowledged only once the first one has ended.
+        self._running: dict[str, asyncio.Future[None]] = {}
 
     async def handle(self, record: Mapping[str, Any]) -> None:
         if record["stage"] != self.stage:
@@ -255,6 +259,22 @@ class StageRunner:
         await self.run(command)
 
     async def run(self, command: StageCommand) -> None:
+        running = self._running.get(command.job_id)
+        if running is not None:
+            log.info(
+                "%s of job %s is already running here; waiting for it", self.stage, command.job_id
+            )
+            await asyncio.shield(running)
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._running[command.job_id] = done
+        try:
+            await self._run(command)
+        finally:
+            del self._running[command.job_id]
+            done.set_result(None)
+
+    async def _run(self, command: StageCommand) -> None:
         if self.cancels.cancelled(command.job_id):
             # Cancelled before this stage started: it never starts.
             if not self.cancels.ended_elsewhere(command.job_id):

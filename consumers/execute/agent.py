@@ -158,24 +158,31 @@ def unconfined(sandbox: Sandbox, settings: Settings) -> StageFailure | None:
     )
 
 
-async def heartbeats(reporter: StageReporter, wall_s: float | None, interval: float) -> None:
+async def heartbeats(
+    reporter: StageReporter, wall_s: float | None, interval: float, pump: EventPump | None
+) -> None:
     """ProgressReported while the stage works. With `wall_s`, the share of the time allowed
-    that has gone; without (training reports its own percent), the percent so far."""
+    that has gone; without (training reports its own percent), the percent so far. With a
+    `pump`, a heartbeat queues behind the run's events made before it and goes with them."""
     started = time.monotonic()
     while True:
         await asyncio.sleep(interval)
         elapsed = time.monotonic() - started
         share = min(99.0, 100 * elapsed / wall_s) if wall_s else 0.0
-        await reporter.progress(share, f"working for {elapsed:.0f} s")
+        if pump is None:
+            await reporter.progress(share, f"working for {elapsed:.0f} s")
+        else:
+            pump.pending.append(reporter.progress_event(share, f"working for {elapsed:.0f} s"))
+            await pump.flush()
 
 
 @contextlib.asynccontextmanager
 async def beating(
-    reporter: StageReporter, wall_s: float | None, interval: float
+    reporter: StageReporter, wall_s: float | None, interval: float, pump: EventPump | None = None
 ) -> AsyncIterator[None]:
     """Heartbeats while the block runs (also while it waits for a free slot): the watchdog
     fails an attempt that goes silent."""
-    task = asyncio.create_task(heartbeats(reporter, wall_s, interval))
+    task = asyncio.create_task(heartbeats(reporter, wall_s, interval, pump))
     try:
         yield
     finally:
@@ -226,15 +233,15 @@ class ExecuteStage:
         if isinstance(program, StageFailure):
             return program
         interval = self.settings.execute_heartbeat_s
-        async with beating(reporter, program.limits.wall_s, interval), self._slots:
-            outcome = await self._run(program, reporter)
+        pump = OutputPump(reporter, self.settings.execute_log_lines)
+        async with beating(reporter, program.limits.wall_s, interval, pump), self._slots:
+            outcome = await self._run(program, reporter, pump)
         if program.kind == "MODEL" and isinstance(outcome, StageResult):
             # The next stage (train) needs the module too: codegen's output goes on with it.
             return StageResult({**command.input, "smoke": outcome.output}, outcome.summary)
         return outcome
 
-    async def _run(self, program: Program, reporter: StageReporter) -> Outcome:
-        pump = OutputPump(reporter, self.settings.execute_log_lines)
+    async def _run(self, program: Program, reporter: StageReporter, pump: OutputPump) -> Outcome:
         ended = asyncio.Event()
         flushing = asyncio.create_task(pump.every(FLUSH_S, ended))
         try:

@@ -150,13 +150,14 @@ class TrainStage:
             return StageFailure((Problem("DATASET_SHAPE_MISMATCH", misfit),))
         limits = requested_limits(command.spec, limit_settings(self.settings, "TRAIN"))
         interval = self.settings.execute_heartbeat_s
-        async with beating(reporter, None, interval), self._slots:
-            return await self._train(command, reporter, chosen, module, data, limits)
+        pump = TrainPump(reporter)
+        async with beating(reporter, None, interval, pump), self._slots:
+            return await self._train(command, pump, chosen, module, data, limits)
 
     async def _train(
         self,
         command: StageCommand,
-        reporter: StageReporter,
+        pump: TrainPump,
         chosen: dict[str, Any],
         module: str,
         data: Dataset,
@@ -167,7 +168,7 @@ class TrainStage:
         await asyncio.to_thread(_fresh, out)
         arguments = script_arguments(chosen, target, self.settings.train_progress_every_s)
         files = await asyncio.to_thread(script_files, module, data)
-        pump = TrainPump(reporter)
+        reporter = pump.reporter
         ended = asyncio.Event()
         # Sent as often as progress may be reported: an epoch's metrics and its progress
         # travel together, and the pipeline handles a few batches a second, not dozens.

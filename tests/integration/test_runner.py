@@ -351,3 +351,43 @@ async def test_a_long_stage_left_open_by_a_dead_worker_is_retried_then_given_up(
         ("StageChanged", 3, "FAILED", "WORKER_LOST"),
         ("JobFinished", None, "FAILED", "WORKER_LOST"),
     ]
+
+
+async def test_a_second_delivery_while_the_stage_runs_waits_for_it_instead_of_running_again(
+    stack: RunningStack,
+) -> None:
+    settings = await asyncio.to_thread(stack.isolated)
+    release = asyncio.Event()
+    runs: list[int] = []
+
+    async def slow(command: StageCommand, reporter: StageReporter) -> Outcome:
+        runs.append(command.attempt)
+        await release.wait()
+        return await working(command, reporter)
+
+    publisher = EventPublisher(settings, default_codec())
+    await publisher.start()
+    try:
+        intake = intake_for(StageRunner("parse", slow, publisher, settings), publisher)
+        job_id = str(uuid.uuid4())
+        topic = settings.topics.stage("parse")
+        first = asyncio.create_task(
+            intake.receive(Origin(topic, 0, 1, None, command_bytes(job_id)))
+        )
+        await asyncio.sleep(0.2)
+        # The same message again, as a rebalance hands it over a second time.
+        again = asyncio.create_task(
+            intake.receive(Origin(topic, 0, 1, None, command_bytes(job_id)))
+        )
+        await asyncio.sleep(0.2)
+        assert not again.done()  # not acknowledged while the first run goes on
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, again), 20)
+    finally:
+        await publisher.stop()
+    assert runs == [1]
+    events = await read_all(settings, [settings.topics.events], 2)
+    assert [(t, r["status"]) for t, r in events] == [
+        ("StageChanged", "STARTED"),
+        ("StageChanged", "SUCCEEDED"),
+    ]
