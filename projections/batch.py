@@ -7,10 +7,12 @@ import json
 import logging
 import math
 import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from projections.archive import ArchivedEvent
 from projections.feed_order import PROGRESS_EVENTS, FeedMerge
 from schemas.codec import Codec, DecodeError
 from streams.envelope import Origin
@@ -243,9 +245,20 @@ def staged_row(
 
 
 _TOPIC = STAGED_COLUMNS.index("topic")
+_OFFSET = STAGED_COLUMNS.index("offset")
+_TYPE = STAGED_COLUMNS.index("type")
+_JOB_ID = STAGED_COLUMNS.index("job_id")
 _PARTITION = STAGED_COLUMNS.index("partition")
 _OCCURRED_AT = STAGED_COLUMNS.index("occurred_at")
 _MERGE = FeedMerge(STAGED_COLUMNS)
+
+
+def _canonical(event_id: str) -> str:
+    """An event id as PostgreSQL's uuid type prints it (the archive looks rows up by it)."""
+    try:
+        return str(uuid.UUID(event_id))
+    except ValueError:
+        return event_id
 
 
 @dataclass
@@ -261,6 +274,10 @@ class Batch:
     repeated: int = field(default=0, init=False)
     # (job id, tenant, bytes as sent) of every JobRequested, for the request outbox.
     requests: list[tuple[str, str, bytes]] = field(default_factory=list, init=False)
+    # Each staged row's message as it arrived (key, value), by event id, for the archive.
+    arrived: dict[str, tuple[StagedRow, bytes | None, bytes]] = field(
+        default_factory=dict, init=False, repr=False
+    )
     _event_ids: set[str] = field(default_factory=set, init=False, repr=False)
     _requested: set[str] = field(default_factory=set, init=False, repr=False)
     _latest: datetime | None = field(default=None, init=False, repr=False)
@@ -308,6 +325,23 @@ class Batch:
             if tp not in resume:
                 kept.add(topic, partition, offset, value, key)
         return kept, resume
+
+    def archived(self, event_id: str, seq: int | None) -> ArchivedEvent:
+        """A staged event as the archive keeps it (the bytes it arrived as)."""
+        row, key, value = self.arrived[_canonical(event_id)]
+        job_id = row[_JOB_ID]
+        return ArchivedEvent(
+            event_id=uuid.UUID(event_id),
+            seq=seq,
+            topic=row[_TOPIC],
+            partition=row[_PARTITION],
+            offset=row[_OFFSET],
+            type=row[_TYPE],
+            job_id=uuid.UUID(job_id) if job_id else None,
+            occurred_at=row[_OCCURRED_AT],
+            key=key,
+            value=value,
+        )
 
     def starts_before(self, cut: datetime) -> bool:
         """Whether trimmed(cut) keeps something: some partition's first event is before it."""
@@ -368,6 +402,7 @@ class Batch:
             return
         self._event_ids.add(event_id)
         self.rows.append(row)
+        self.arrived[_canonical(event_id)] = (row, key, value or b"")
         if event_type == "JobRequested" and value is not None and row[2] not in self._requested:
             # The first body of a job id is the one kept; a copy under another event id is not.
             self._requested.add(row[2])

@@ -87,10 +87,14 @@ class ProjectorStats:
 class Projector:
     """One projector, named so several (live, replay) can keep separate offsets."""
 
-    def __init__(self, settings: Settings, codec: Codec, name: str = "main") -> None:
+    def __init__(
+        self, settings: Settings, codec: Codec, name: str = "main", schema: str | None = None
+    ) -> None:
         self.settings = settings
         self.codec = codec
         self.name = name
+        # The Postgres schema written (a replay's own); None: the live projections.
+        self.schema = schema
         self.stats = ProjectorStats()
         self._step = "connecting"
         self.topics = (settings.topics.requests, settings.topics.events, settings.topics.progress)
@@ -128,7 +132,10 @@ class Projector:
             # A statement that hangs (a lock, a server that stopped answering) ends the
             # session, which resumes from the stored offsets.
             command_timeout=_STATEMENT_TIMEOUT_S,
-            server_settings={"application_name": f"stagecast-projector-{self.name}"},
+            server_settings={
+                "application_name": f"stagecast-projector-{self.name}",
+                **({"search_path": self.schema} if self.schema else {}),
+            },
         )
         try:
             # Built only once the database answers: a failed connect leaves no consumer behind.

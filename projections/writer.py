@@ -1,4 +1,5 @@
-"""Writes one batch in one transaction: feed rows, folded projections, offsets, NOTIFY."""
+"""Writes one batch in one transaction: feed rows, folded projections, the archive, offsets,
+NOTIFY."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from projections.archive import GENESIS, Link, digest
 from projections.batch import STAGED_COLUMNS, Batch
 
 NOTIFY_CHANNEL = "stagecast_events"
@@ -42,6 +44,47 @@ ON CONFLICT (job_id) DO UPDATE
 """
 
 
+# The events this batch applied (new to the projections), in the order they were staged.
+_FRESH = """
+SELECT f.event_id::text AS event_id, f.seq FROM projector_fresh f
+JOIN projector_batch b ON b.event_id = f.event_id ORDER BY b.ord
+"""
+ARCHIVE_COLUMNS = (
+    "position",
+    "seq",
+    "event_id",
+    "topic",
+    "partition",
+    "offset",
+    "type",
+    "job_id",
+    "occurred_at",
+    "key",
+    "value",
+    "prev_hash",
+    "hash",
+)
+
+
+def archive_record(link: Link) -> tuple[object, ...]:
+    event = link.event
+    return (
+        link.position,
+        event.seq,
+        event.event_id,
+        event.topic,
+        event.partition,
+        event.offset,
+        event.type,
+        event.job_id,
+        event.occurred_at,
+        event.key,
+        event.value,
+        link.prev_hash,
+        link.hash,
+    )
+
+
 class ProjectionWriter:
     """Applies batches through one connection; `projector` names whose offsets are stored.
 
@@ -52,10 +95,17 @@ class ProjectionWriter:
         self._conn = conn
         self._projector = projector
         self.generation = generation
+        # The archive's last row (position, hash): this projector is the schema's only writer.
+        self._head = (0, GENESIS)
 
     async def prepare(self) -> None:
-        """Create this connection's staging tables."""
+        """Create this connection's staging tables; find the archive's end."""
         await self._conn.execute(SESSION_TABLES)
+        head = await self._conn.fetchrow(
+            "SELECT position, hash FROM event_archive ORDER BY position DESC LIMIT 1"
+        )
+        if head is not None:
+            self._head = (head["position"], bytes(head["hash"]))
 
     async def enter_generation(self) -> str | None:
         """Forget offsets stored in another generation; return that generation, if any."""
@@ -111,6 +161,27 @@ class ProjectionWriter:
                 await self._conn.execute(
                     _RECORD_REQUESTS, job_ids, tenants, requests, self.generation
                 )
+            links = self._chained(batch, await self._conn.fetch(_FRESH)) if batch.rows else []
+            if links:
+                await self._conn.copy_records_to_table(
+                    "event_archive",
+                    records=[archive_record(link) for link in links],
+                    columns=ARCHIVE_COLUMNS,
+                )
+        if links:
+            self._head = (links[-1].position, links[-1].hash)
         assert result is not None
         fresh: int = result["applied"]
         return Applied(fresh, len(batch.rows) - fresh + batch.repeated, result["last_seq"])
+
+    def _chained(self, batch: Batch, fresh: list[asyncpg.Record]) -> list[Link]:
+        """The applied events as the archive's next rows, each chained to the one before."""
+        position, previous = self._head
+        links = []
+        for row in fresh:
+            position += 1
+            event = batch.archived(row["event_id"], row["seq"])
+            link = Link(position, event, previous, digest(previous, position, event))
+            links.append(link)
+            previous = link.hash
+        return links

@@ -260,6 +260,152 @@ def cmd_watch(args: argparse.Namespace) -> int:
     )
 
 
+def _servers(settings: Settings) -> Settings:
+    """The settings with the broker and database of the running stack filled in where unset."""
+    from streams.launcher import running_stack
+
+    info = running_stack(settings.state_dir.resolve()) or {}
+    updates = {
+        name: info[name]
+        for name in ("kafka_bootstrap_servers", "database_url")
+        if not getattr(settings, name) and info.get(name)
+    }
+    return settings.model_copy(update=updates)
+
+
+def _since(text: str) -> Any:
+    from datetime import UTC, datetime
+
+    if text == "earliest":
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"--from takes 'earliest' or an ISO 8601 time, not {text!r}", 2) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from projections.replay import check_schema, compare, replay
+    from schemas.codec import default_codec
+
+    settings = _servers(_settings())
+    if not settings.database_url or (
+        args.source == "kafka" and not settings.kafka_bootstrap_servers
+    ):
+        raise CliError("no broker or database: set them, or start the stack with 'stagecast up'")
+    try:
+        schema = check_schema(args.into)
+    except ValueError as error:
+        raise CliError(str(error), 2) from None
+    since = _since(args.since)
+
+    async def run() -> int:
+        try:
+            done = await replay(settings, default_codec(), schema, source=args.source, since=since)
+        except ValueError as error:
+            raise CliError(str(error), 2) from None
+        print(
+            f"replayed {done.events} events from {args.source} into schema {schema} "
+            f"in {done.seconds:.2f} s ({done.events / max(done.seconds, 1e-9):.0f} events/s)"
+        )
+        if not args.compare:
+            return 0
+        diffs = await compare(settings.require_database(), schema)
+        for diff in diffs:
+            mark = "same" if diff.same else "DIFFERENT"
+            print(
+                f"  {diff.table:<14} live {diff.live_rows:>8}  replay {diff.replay_rows:>8}  "
+                f"mismatched {diff.mismatched:>6}  {mark}"
+            )
+            for key, how in diff.examples:
+                print(f"      {how}: {key}")
+        same = all(diff.same for diff in diffs)
+        print("no difference" if same else "the replay differs from the live projections")
+        return 0 if same else 1
+
+    return asyncio.run(run())
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    import uuid
+
+    import asyncpg
+
+    from projections.audit import audit_job, verify_archive
+    from schemas.codec import default_codec
+
+    url = _servers(_settings()).database_url
+    if not url:
+        raise CliError("no database: set DATABASE_URL, or start the stack with 'stagecast up'")
+
+    async def audit() -> int:
+        try:
+            conn = await asyncpg.connect(url, timeout=10)
+        except (OSError, asyncpg.PostgresError) as error:
+            raise CliError(f"cannot reach the database: {error}") from None
+        try:
+            if args.what == "verify":
+                report = await verify_archive(conn)
+                return _print_archive(report, args.json)
+            try:
+                job_id = uuid.UUID(args.job_id)
+            except ValueError:
+                raise CliError(f"not a job id: {args.job_id!r}", exit_code=2) from None
+            audited = await audit_job(conn, default_codec(), job_id)
+        finally:
+            await conn.close()
+        if audited is None:
+            raise CliError(f"job {job_id} has no archived events")
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "job_id": audited.job_id,
+                        "timeline": audited.timeline,
+                        "problems": audited.problems,
+                    }
+                )
+            )
+        else:
+            print("\n".join(audited.timeline))
+            for problem in audited.problems:
+                print(f"PROBLEM: {problem}")
+            print(
+                "invariants hold" if not audited.problems else f"{len(audited.problems)} problem(s)"
+            )
+        return 1 if audited.problems else 0
+
+    return asyncio.run(audit())
+
+
+def _print_archive(report: Any, as_json: bool) -> int:
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "intact": report.intact,
+                    "rows": report.rows,
+                    "head": report.head,
+                    "broken_at": None if report.broken is None else report.broken.position,
+                    "event_id": None if report.broken is None else report.broken.event_id,
+                    "reason": None if report.broken is None else report.broken.reason,
+                    "missing_tail": report.missing_tail,
+                }
+            )
+        )
+    elif report.broken is not None:
+        print(f"archive BROKEN at {report.broken}")
+    elif report.missing_tail is not None:
+        print(
+            f"archive BROKEN: {report.rows} rows hold together, but the feed's last event "
+            f"(seq {report.missing_tail}) is not archived: its newest rows were removed"
+        )
+    else:
+        print(f"archive intact: {report.rows} events, chain head {report.head}")
+    return 0 if report.intact else 1
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="stagecast", description=__doc__)
     top.add_argument(
@@ -291,6 +437,24 @@ def parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="one JSON object per event per line (for scripts)"
     )
     watch.add_argument("--api", help="API base URL (default: the running stack)")
+    replay = sub.add_parser(
+        "replay", help="rebuild the projections into a schema of their own; --compare diffs them"
+    )
+    replay.add_argument("--into", required=True, help="the schema to write (never the live one)")
+    replay.add_argument(
+        "--from", dest="since", default="earliest", help="earliest, or an ISO 8601 event time"
+    )
+    replay.add_argument("--source", choices=("kafka", "archive"), default="kafka")
+    replay.add_argument(
+        "--compare", action="store_true", help="diff every table with the live one; exit 1 if any"
+    )
+    audit = sub.add_parser("audit", help="check the event archive's hash chain, or one job")
+    checks = audit.add_subparsers(dest="what", required=True)
+    verify = checks.add_parser("verify", help="walk the archive's hash chain; exit 1 if broken")
+    verify.add_argument("--json", action="store_true", help="the report as one JSON object")
+    job = checks.add_parser("job", help="a job's timeline and invariants; exit 1 if broken")
+    job.add_argument("job_id")
+    job.add_argument("--json", action="store_true", help="the report as one JSON object")
     return top
 
 
@@ -303,6 +467,8 @@ COMMANDS = {
     "submit": cmd_submit,
     "watch": cmd_watch,
     "cancel": cmd_cancel,
+    "audit": cmd_audit,
+    "replay": cmd_replay,
 }
 
 

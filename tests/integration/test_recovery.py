@@ -17,6 +17,8 @@ import psutil
 import pytest
 
 from api.client import StagecastClient
+from projections.audit import audit_job
+from schemas.codec import default_codec
 from tests.conftest import EXAMPLES, Pipeline
 
 pytestmark = pytest.mark.integration
@@ -60,8 +62,12 @@ async def _assert_each_job_projected_once(pipeline: Pipeline, job_ids: list[str]
         statuses = await conn.fetch(
             "SELECT status, count(*) AS n FROM jobs WHERE job_id = ANY($1::uuid[]) GROUP BY 1", ids
         )
+        # Each job's archived history keeps every invariant of a job's life.
+        audits = [await audit_job(conn, default_codec(), job_id) for job_id in ids]
     finally:
         await conn.close()
+    assert None not in audits
+    assert [(a.job_id, a.problems) for a in audits if a is not None and a.problems] == []
     assert doubled == []
     assert {r["job_id"]: r["n"] for r in lifecycle} == dict.fromkeys(ids, 8)
     assert {r["job_id"]: (r["n"], r["ok"]) for r in stages} == dict.fromkeys(ids, (3, True))

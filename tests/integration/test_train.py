@@ -7,14 +7,17 @@ import hashlib
 import json
 import signal
 import time
+import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
+import asyncpg
 import psutil
 import pytest
 
 from api.client import FeedEvent, StagecastClient
+from projections.audit import audit_job
+from schemas.codec import default_codec
 from streams.launcher import Launcher
 from streams.stack import free_port
 from tests.conftest import EXAMPLES, RunningStack
@@ -95,9 +98,9 @@ async def test_iris_mlp_learns_iris_and_the_same_seed_gives_the_same_metrics(
 
 
 async def test_a_training_feed_shows_progress_metrics_and_artifacts_in_order(
-    trainer: str,
+    training: Launcher,
 ) -> None:
-    feed = await train(trainer, IRIS, epochs=6)
+    feed = await train(training.api_url, IRIS, epochs=6)
     reported = [e.data for e in feed if e.type == "ProgressReported"]
     percents = [p["percent"] for p in reported]
     assert percents == sorted(percents) and percents[-1] == 100.0
@@ -120,7 +123,9 @@ async def test_a_training_feed_shows_progress_metrics_and_artifacts_in_order(
         "JobFinished"
     )
     weights = artifacts["model.pt"]
-    stored = Path(weights["uri"].removeprefix("file://"))
+    # Named under the store's URL; the file is at the same place in the artifact directory.
+    relative = weights["uri"].removeprefix(STORE_URL)
+    stored = training.settings.artifact_root() / relative
     assert len(await asyncio.to_thread(stored.read_bytes)) == weights["size_bytes"]
     assert weights["content"] is None  # big artifacts travel by uri, not inline
 
@@ -270,6 +275,12 @@ async def test_a_worker_killed_mid_training_is_retried_as_the_next_attempt(
         (2, "SUCCEEDED", None),
     ]
     assert feed[-1].type == "JobFinished" and view["status"] == "SUCCEEDED"
+    conn = await asyncpg.connect(training.settings.require_database())
+    try:
+        audited = await audit_job(conn, default_codec(), uuid.UUID(accepted["job_id"]))
+    finally:
+        await conn.close()
+    assert audited is not None and audited.problems == []
     # Attempt 2 ran every epoch, and each attempt's events lie between its STARTED and its end.
     assert [p["step"] for p in history["val_accuracy"] if p["attempt"] == 2] == list(range(1, 13))
     for attempt in (1, 2):

@@ -1,0 +1,330 @@
+"""Replay: the projections rebuilt into a schema of their own, and compared with the live ones.
+
+`replay()` migrates a separate Postgres schema (the same migrations), then runs a projector
+under its own name with that schema as its search path: from the topics (from their start,
+or from the offsets an event time maps to) until it has read as far as they reached when the
+replay began, or from the live schema's event archive, in the order the live projector
+applied it. The live schema is only read. `compare()` then diffs every projected table
+between the two, row by row on each table's key, leaving out what legitimately differs (feed
+seq numbers, archive positions and hashes, the times rows were written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from projections.batch import Batch
+from projections.migrate import migrate, quoted
+from projections.projector import Projector
+from projections.writer import ProjectionWriter
+from schemas.codec import Codec
+from streams.generation import broker_state
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LIVE_SCHEMA = "public"
+_POLL_S = 0.2
+_ARCHIVE_BATCH = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A projected table as compare() sees it: its key and the columns that must agree."""
+
+    name: str
+    key: tuple[str, ...]
+    columns: tuple[str, ...]
+
+
+TABLES = (
+    Table(
+        "jobs",
+        ("job_id",),
+        (
+            "tenant",
+            "kind",
+            "target",
+            "status",
+            "current_stage",
+            "stages",
+            "progress",
+            "error",
+            "labels",
+            "idempotency_key",
+            "spec",
+            "requested_at",
+            "accepted_at",
+            "started_at",
+            "finished_at",
+        ),
+    ),
+    Table(
+        "job_stages",
+        ("job_id", "stage", "attempt"),
+        ("status", "progress", "started_at", "finished_at", "duration_ms", "summary", "error"),
+    ),
+    Table(
+        "job_events",
+        ("event_id",),
+        ("job_id", "type", "stage", "payload", "occurred_at", "topic", "partition", '"offset"'),
+    ),
+    Table(
+        "metrics",
+        ("event_id",),
+        ("job_id", "stage", "attempt", "name", "step", "value", "labels", "occurred_at"),
+    ),
+    Table(
+        "artifacts",
+        ("event_id",),
+        (
+            "job_id",
+            "stage",
+            "attempt",
+            "name",
+            "media_type",
+            "uri",
+            "size_bytes",
+            "sha256",
+            "content",
+            "occurred_at",
+        ),
+    ),
+    Table(
+        "event_archive",
+        ("event_id",),
+        ("topic", "partition", '"offset"', "type", "job_id", "occurred_at", "key", "value"),
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TableDiff:
+    """One table's rows in both schemas, and the keys whose rows differ (the first few)."""
+
+    table: str
+    live_rows: int
+    replay_rows: int
+    mismatched: int
+    # (key as text, where: "live only" | "replay only" | "differs")
+    examples: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def same(self) -> bool:
+        return self.mismatched == 0 and self.live_rows == self.replay_rows
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    schema: str
+    events: int
+    seconds: float
+
+
+def replay_name(schema: str) -> str:
+    return f"replay-{schema}"
+
+
+def check_schema(schema: str) -> str:
+    """A replay's schema: a plain lower-case identifier, never the live one."""
+    if not schema.isidentifier() or schema != schema.lower() or len(schema) > 63:
+        raise ValueError(f"a replay schema is a lower-case SQL identifier, not {schema!r}")
+    if schema in (LIVE_SCHEMA, "pg_catalog", "information_schema") or schema.startswith("pg_"):
+        raise ValueError(f"{schema!r} is not a schema a replay may write")
+    return schema
+
+
+async def replay(
+    settings: Settings,
+    codec: Codec,
+    schema: str,
+    *,
+    source: str = "kafka",
+    since: datetime | None = None,
+) -> ReplayResult:
+    """Rebuild the projections into `schema` (from the topics or the live archive)."""
+    check_schema(schema)
+    url = settings.require_database()
+    await migrate(url, schema=schema)
+    started = time.monotonic()
+    if source == "archive":
+        if since is not None:
+            raise ValueError("--from applies to a replay from kafka, not from the archive")
+        events = await _from_archive(url, codec, schema)
+    elif source == "kafka":
+        events = await _from_topics(settings, codec, schema, since)
+    else:
+        raise ValueError(f"unknown replay source {source!r} (kafka or archive)")
+    return ReplayResult(schema, events, time.monotonic() - started)
+
+
+async def _from_topics(
+    settings: Settings, codec: Codec, schema: str, since: datetime | None
+) -> int:
+    projector = Projector(settings, codec, name=replay_name(schema), schema=schema)
+    ends, starts, generation = await _positions(settings, projector.topics, since)
+    conn = await asyncpg.connect(
+        settings.require_database(), server_settings={"search_path": schema}
+    )
+    try:
+        if since is not None:
+            # Offsets stored in the replay's own schema: its projector starts from them.
+            await _seed_offsets(conn, projector.name, generation, starts)
+        stop = asyncio.Event()
+        task = asyncio.create_task(projector.run(stop))
+        try:
+            while not await _reached(conn, projector.name, ends):
+                if task.done():
+                    task.result()
+                    raise RuntimeError("the replay's projector stopped before the end")
+                await asyncio.sleep(_POLL_S)
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 60)
+    finally:
+        await conn.close()
+    return projector.stats.messages
+
+
+async def _positions(
+    settings: Settings, topics: Sequence[str], since: datetime | None
+) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int], str]:
+    """Where each partition ends now, where a replay from `since` starts, the generation."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.require_kafka(), group_id=None)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in topics
+            for partition in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        listed = await consumer.end_offsets(partitions)
+        ends = {(tp.topic, tp.partition): offset for tp, offset in listed.items()}
+        starts: dict[tuple[str, int], int] = {}
+        if since is not None:
+            moment = int(since.timestamp() * 1000)
+            found = await consumer.offsets_for_times(dict.fromkeys(partitions, moment))
+            for tp, at in found.items():
+                starts[(tp.topic, tp.partition)] = (
+                    ends[(tp.topic, tp.partition)] if at is None else at.offset
+                )
+        generation = (await broker_state(consumer._client)).generation
+    finally:
+        await consumer.stop()
+    return ends, starts, generation
+
+
+async def _seed_offsets(
+    conn: asyncpg.Connection,
+    projector: str,
+    generation: str,
+    starts: dict[tuple[str, int], int],
+) -> None:
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO projector_generations (projector, generation) VALUES ($1, $2) "
+            "ON CONFLICT (projector) DO UPDATE SET generation = EXCLUDED.generation",
+            projector,
+            generation,
+        )
+        await conn.executemany(
+            "INSERT INTO projection_offsets (projector, topic, partition, next_offset) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (projector, topic, partition) "
+            "DO UPDATE SET next_offset = EXCLUDED.next_offset",
+            [
+                (projector, topic, partition, offset)
+                for (topic, partition), offset in starts.items()
+            ],
+        )
+
+
+async def _reached(
+    conn: asyncpg.Connection, projector: str, ends: dict[tuple[str, int], int]
+) -> bool:
+    rows = await conn.fetch(
+        "SELECT topic, partition, next_offset FROM projection_offsets WHERE projector = $1",
+        projector,
+    )
+    done = {(row["topic"], row["partition"]): row["next_offset"] for row in rows}
+    return all(done.get(tp, 0) >= end for tp, end in ends.items() if end > 0)
+
+
+async def _from_archive(url: str, codec: Codec, schema: str) -> int:
+    """The live archive's events, in the order they were applied, through the same writer."""
+    source = await asyncpg.connect(url)
+    target = await asyncpg.connect(url, server_settings={"search_path": schema})
+    count = 0
+    try:
+        writer = ProjectionWriter(target, replay_name(schema), "archive")
+        await writer.prepare()
+        async with source.transaction(readonly=True, isolation="repeatable_read"):
+            batch = Batch(codec)
+            query = (
+                f'SELECT topic, partition, "offset", key, value '
+                f"FROM {quoted(LIVE_SCHEMA)}.event_archive ORDER BY position"
+            )
+            async for row in source.cursor(query, prefetch=_ARCHIVE_BATCH):
+                batch.add(
+                    row["topic"],
+                    row["partition"],
+                    row["offset"],
+                    bytes(row["value"]),
+                    None if row["key"] is None else bytes(row["key"]),
+                )
+                count += 1
+                if len(batch) >= _ARCHIVE_BATCH:
+                    await writer.apply(batch)
+                    batch = Batch(codec)
+            if len(batch):
+                await writer.apply(batch)
+    finally:
+        await source.close()
+        await target.close()
+    return count
+
+
+async def compare(url: str, schema: str, limit: int = 5) -> list[TableDiff]:
+    """Every projected table in the live schema beside the replay's, table by table."""
+    check_schema(schema)
+    conn = await asyncpg.connect(url)
+    try:
+        return [await _diff(conn, table, schema, limit) for table in TABLES]
+    finally:
+        await conn.close()
+
+
+async def _diff(conn: asyncpg.Connection, table: Table, schema: str, limit: int) -> TableDiff:
+    key = ", ".join(table.key)
+    columns = ", ".join(table.columns)
+
+    def side(where: str) -> str:
+        return (
+            f"SELECT ROW({key})::text AS k, md5(ROW({columns})::text) AS h "
+            f"FROM {quoted(where)}.{quoted(table.name)}"
+        )
+
+    differing = (
+        f"SELECT coalesce(l.k, r.k) AS k, CASE WHEN l.k IS NULL THEN 'replay only' "
+        f"WHEN r.k IS NULL THEN 'live only' ELSE 'differs' END AS how "
+        f"FROM ({side(LIVE_SCHEMA)}) l FULL JOIN ({side(schema)}) r ON l.k = r.k "
+        f"WHERE l.h IS DISTINCT FROM r.h"
+    )
+    async with conn.transaction(readonly=True, isolation="repeatable_read"):
+        live = await conn.fetchval(f"SELECT count(*) FROM {quoted(LIVE_SCHEMA)}.{table.name}")
+        replayed = await conn.fetchval(f"SELECT count(*) FROM {quoted(schema)}.{table.name}")
+        mismatched = await conn.fetchval(f"SELECT count(*) FROM ({differing}) d")
+        examples = await conn.fetch(f"{differing} ORDER BY 1 LIMIT {int(limit)}")
+    return TableDiff(
+        table.name, live, replayed, mismatched, [(row["k"], row["how"]) for row in examples]
+    )

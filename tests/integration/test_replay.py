@@ -1,0 +1,140 @@
+"""Replay of a live stack's history into schemas of their own, compared with the live ones."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from api.client import StagecastClient
+from projections.replay import compare, replay
+from schemas.codec import default_codec
+from streams.launcher import Launcher
+from streams.stack import free_port
+from tests.conftest import EXAMPLES, RunningStack
+from tests.integration.test_projector import eventually
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = (EXAMPLES / "tiny.neural").read_text()
+BROKEN = (EXAMPLES / "invalid" / "unknown_layer.neural").read_text()
+JOBS = 1_000
+
+
+@pytest.fixture(scope="module")
+def history(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    """A stack of its own that has run JOBS jobs, a fifth of them failing."""
+    settings = stack.isolated(state_dir=tmp_path_factory.mktemp("replay"), api_port=free_port())
+    launcher = Launcher(settings)
+    launcher.api_url = f"http://{settings.api_host}:{settings.api_port}"
+    for name in ("worker", "projector", "api"):
+        launcher.spawn(name)
+    try:
+        launcher.wait_ready(90)
+        asyncio.run(asyncio.wait_for(_run_jobs(launcher), 300))
+        yield launcher
+    finally:
+        launcher.stop()
+
+
+async def _run_jobs(launcher: Launcher) -> None:
+    async with StagecastClient(launcher.api_url, timeout=60) as client:
+        for start in range(0, JOBS, 50):
+            await asyncio.gather(
+                *(
+                    client.submit(BROKEN if n % 5 == 0 else TINY, labels={"n": str(n)})
+                    for n in range(start, start + 50)
+                )
+            )
+    conn = await asyncpg.connect(launcher.settings.require_database())
+    try:
+
+        async def all_finished() -> bool:
+            done = await conn.fetchval(
+                "SELECT count(*) FROM jobs WHERE status IN ('SUCCEEDED', 'FAILED')"
+            )
+            return bool(done == JOBS)
+
+        await eventually(all_finished, within_s=240)
+    finally:
+        await conn.close()
+
+
+def replay_cli(launcher: Launcher, *args: str) -> subprocess.CompletedProcess[str]:
+    settings = launcher.settings
+    env = dict(
+        os.environ,
+        DATABASE_URL=settings.require_database(),
+        KAFKA_BOOTSTRAP_SERVERS=settings.require_kafka(),
+        STAGECAST_TOPIC_PREFIX=settings.topic_prefix,
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", "replay", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+async def test_a_replay_from_the_topics_and_from_the_archive_matches_the_live_projections(
+    history: Launcher,
+) -> None:
+    settings = history.settings
+    url = settings.require_database()
+    from_topics = await replay(settings, default_codec(), "replay_topics")
+    from_archive = await replay(settings, default_codec(), "replay_archive", source="archive")
+    assert from_topics.events >= JOBS * 8 and from_archive.events >= JOBS * 6
+    for schema in ("replay_topics", "replay_archive"):
+        diffs = await compare(url, schema)
+        assert [d for d in diffs if not d.same] == [], schema
+        jobs = next(d for d in diffs if d.table == "jobs")
+        assert jobs.live_rows == jobs.replay_rows == JOBS
+    conn = await asyncpg.connect(url)
+    try:
+        statuses = await conn.fetch(
+            "SELECT status, count(*) AS n FROM replay_topics.jobs GROUP BY 1 ORDER BY 1"
+        )
+    finally:
+        await conn.close()
+    assert [(r["status"], r["n"]) for r in statuses] == [("FAILED", JOBS // 5), ("SUCCEEDED", 800)]
+
+
+async def test_compare_names_a_changed_live_row_and_replay_never_writes_the_live_schema(
+    history: Launcher,
+) -> None:
+    url = history.settings.require_database()
+    conn = await asyncpg.connect(url)
+    try:
+        job_id = await conn.fetchval("SELECT job_id FROM jobs WHERE status = 'SUCCEEDED' LIMIT 1")
+        before = await conn.fetchval("SELECT count(*) FROM job_events")
+        await conn.execute("UPDATE jobs SET status = 'FAILED' WHERE job_id = $1", job_id)
+        try:
+            done = replay_cli(history, "--into", "replay_cli", "--compare")
+            after = await conn.fetchval("SELECT count(*) FROM job_events")
+        finally:
+            await conn.execute("UPDATE jobs SET status = 'SUCCEEDED' WHERE job_id = $1", job_id)
+    finally:
+        await conn.close()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "jobs" in done.stdout and "DIFFERENT" in done.stdout
+    assert f"differs: ({job_id})" in done.stdout
+    assert after == before
+    again = replay_cli(history, "--into", "replay_cli", "--compare")
+    assert again.returncode == 0 and "no difference" in again.stdout
+
+
+def test_a_replay_refuses_the_live_schema_and_a_bad_start(history: Launcher) -> None:
+    for args in (("--into", "public"), ("--into", "Bad-Name"), ("--into", "x", "--from", "soon")):
+        done = replay_cli(history, *args)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
