@@ -6,7 +6,13 @@ or from the offsets an event time maps to) until it has read as far as they reac
 replay began, or from the live schema's event archive, in the order the live projector
 applied it. The live schema is only read. `compare()` then diffs every projected table
 between the two, row by row on each table's key, leaving out what legitimately differs (feed
-seq numbers, archive positions and hashes, the times rows were written).
+seq numbers, archive positions and hashes, the times rows were written, and log offsets,
+which a log rebuilt by `republish()` assigns anew).
+
+`republish()` is how history survives the loss of a memory-only broker: it produces every
+archived event again, in archive order, to its topic and partition. What the new log already
+holds comes again as copies the projector drops by event id, and a request for a job that
+has ended is not run again (streams/dispatches.py).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from projections.batch import Batch
 from projections.migrate import migrate, quoted
@@ -35,6 +41,7 @@ log = logging.getLogger(__name__)
 LIVE_SCHEMA = "public"
 _POLL_S = 0.2
 _ARCHIVE_BATCH = 2_000
+_HELD_WAIT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +83,7 @@ TABLES = (
     Table(
         "job_events",
         ("event_id",),
-        ("job_id", "type", "stage", "payload", "occurred_at", "topic", "partition", '"offset"'),
+        ("job_id", "type", "stage", "payload", "occurred_at", "topic", "partition"),
     ),
     Table(
         "metrics",
@@ -102,7 +109,7 @@ TABLES = (
     Table(
         "event_archive",
         ("event_id",),
-        ("topic", "partition", '"offset"', "type", "job_id", "occurred_at", "key", "value"),
+        ("topic", "partition", "type", "job_id", "occurred_at", "key", "value"),
     ),
 )
 
@@ -328,3 +335,102 @@ async def _diff(conn: asyncpg.Connection, table: Table, schema: str, limit: int)
     return TableDiff(
         table.name, live, replayed, mismatched, [(row["k"], row["how"]) for row in examples]
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Republished:
+    events: int
+    seconds: float
+    # Per topic: messages on it before, and archived events sent to it.
+    topics: dict[str, tuple[int, int]]
+
+
+async def republish(settings: Settings, force: bool = False) -> Republished:
+    """Every archived event produced again to its topic and partition, in archive order.
+
+    Refused (ValueError) when the topics already hold at least as many messages as the archive
+    has events for each of them, i.e. nothing was lost, unless `force`.
+    """
+    url = settings.require_database()
+    conn = await asyncpg.connect(url)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.require_kafka(),
+        linger_ms=5,
+        max_batch_size=1_048_576,
+        max_request_size=settings.max_message_bytes + 4096,
+    )
+    started = time.monotonic()
+    try:
+        archived = {
+            row["topic"]: int(row["n"])
+            for row in await conn.fetch(
+                "SELECT topic, count(*) AS n FROM event_archive GROUP BY topic"
+            )
+        }
+        if not archived:
+            raise ValueError("the archive is empty: there is nothing to republish")
+        held = await _messages_held(settings, list(archived))
+        if not force and all(held.get(topic, 0) >= n for topic, n in archived.items()):
+            raise ValueError(
+                "the topics already hold as many messages as the archive has events "
+                "(nothing was lost); --force republishes anyway"
+            )
+        await producer.start()
+        partitions = {topic: producer.partitions_for(topic) for topic in archived}
+        counts = await _send_archive(conn, producer, {t: await p for t, p in partitions.items()})
+        await producer.flush()
+    finally:
+        await producer.stop()
+        await conn.close()
+    topics = {topic: (held.get(topic, 0), counts.get(topic, 0)) for topic in archived}
+    return Republished(sum(counts.values()), time.monotonic() - started, topics)
+
+
+async def _messages_held(settings: Settings, topics: list[str]) -> dict[str, int]:
+    """Messages on each topic, from the high-water marks of fetches from its start (the
+    embedded broker's ListOffsets can under-report a partition's end)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.require_kafka(),
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in topics
+            for partition in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        starts = await consumer.beginning_offsets(partitions)
+        deadline = time.monotonic() + _HELD_WAIT_S
+        while time.monotonic() < deadline:
+            await consumer.getmany(timeout_ms=200, max_records=1)
+            if all(consumer.highwater(tp) is not None for tp in partitions):
+                break
+        held: dict[str, int] = {}
+        for tp in partitions:
+            end = max(consumer.highwater(tp) or 0, starts[tp])
+            held[tp.topic] = held.get(tp.topic, 0) + end - starts[tp]
+    finally:
+        await consumer.stop()
+    return held
+
+
+async def _send_archive(
+    conn: asyncpg.Connection, producer: AIOKafkaProducer, partitions: dict[str, set[int]]
+) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    query = "SELECT topic, partition, key, value FROM event_archive ORDER BY position"
+    async with conn.transaction(readonly=True, isolation="repeatable_read"):
+        async for row in conn.cursor(query, prefetch=_ARCHIVE_BATCH):
+            topic = row["topic"]
+            # The same partition when the topic still has it: a job's events stay together.
+            partition = row["partition"] if row["partition"] in partitions[topic] else None
+            key = None if row["key"] is None else bytes(row["key"])
+            await producer.send(topic, bytes(row["value"]), key=key, partition=partition)
+            counts[topic] = counts.get(topic, 0) + 1
+    return counts

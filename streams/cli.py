@@ -286,7 +286,7 @@ def _since(text: str) -> Any:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from projections.replay import check_schema, compare, replay
+    from projections.replay import check_schema, compare, replay, republish
     from schemas.codec import default_codec
 
     settings = _servers(_settings())
@@ -294,6 +294,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         args.source == "kafka" and not settings.kafka_bootstrap_servers
     ):
         raise CliError("no broker or database: set them, or start the stack with 'stagecast up'")
+    if args.republish:
+        return asyncio.run(_republish(settings, republish, args.force))
+    if not args.into:
+        raise CliError("replay needs --into SCHEMA (or --republish)", 2)
     try:
         schema = check_schema(args.into)
     except ValueError as error:
@@ -325,6 +329,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 0 if same else 1
 
     return asyncio.run(run())
+
+
+async def _republish(settings: Settings, republish: Any, force: bool) -> int:
+    try:
+        done = await republish(settings, force=force)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    for topic, (held, sent) in done.topics.items():
+        print(f"  {topic:<28} {held:>8} messages before, {sent:>8} archived events sent")
+    print(f"republished {done.events} events from the archive in {done.seconds:.2f} s")
+    return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -440,13 +455,21 @@ def parser() -> argparse.ArgumentParser:
     replay = sub.add_parser(
         "replay", help="rebuild the projections into a schema of their own; --compare diffs them"
     )
-    replay.add_argument("--into", required=True, help="the schema to write (never the live one)")
+    replay.add_argument("--into", help="the schema to write (never the live one)")
     replay.add_argument(
         "--from", dest="since", default="earliest", help="earliest, or an ISO 8601 event time"
     )
     replay.add_argument("--source", choices=("kafka", "archive"), default="kafka")
     replay.add_argument(
         "--compare", action="store_true", help="diff every table with the live one; exit 1 if any"
+    )
+    replay.add_argument(
+        "--republish",
+        action="store_true",
+        help="produce the archive back onto the topics (after a broker lost them)",
+    )
+    replay.add_argument(
+        "--force", action="store_true", help="republish even when nothing seems lost"
     )
     audit = sub.add_parser("audit", help="check the event archive's hash chain, or one job")
     checks = audit.add_subparsers(dest="what", required=True)

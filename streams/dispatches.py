@@ -19,6 +19,11 @@ ON CONFLICT (job_id) DO UPDATE
     SET generation = EXCLUDED.generation, dispatched = false, updated_at = now()
     WHERE d.request_sha256 = EXCLUDED.request_sha256
       AND (d.generation <> EXCLUDED.generation OR NOT d.dispatched)
+      -- A job that has ended is not started again, whichever log its request is read from
+      -- (the archive republished after a broker loss holds every request ever accepted).
+      AND NOT EXISTS (
+          SELECT 1 FROM jobs j WHERE j.job_id = d.job_id AND job_status_rank(j.status) = 3
+      )
 RETURNING true
 """
 
