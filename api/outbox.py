@@ -7,6 +7,10 @@ relay publishes what is still missing from the broker's log:
 - once per new broker generation, the request of every job that had not finished when the
   old log was lost, under the same job id, so the stages' deterministic event ids keep the
   feed free of repeats;
+- a request published in this generation that no dispatcher has taken after
+  DISPATCH_GRACE_S (a worker that read it from a log it was leaving, and committed past it,
+  was seen to skip one after a broker restart): published again, and the dispatcher's claim
+  keeps a copy from starting anything twice;
 - for a job PostgreSQL knows but has no request of (it reached the projection only through
   its other events), a JobFinished FAILED `BROKER_LOST`, so that no job stays unfinished.
 
@@ -32,13 +36,18 @@ log = logging.getLogger(__name__)
 # A submission publishes its own request; the relay steps in only after this long.
 PUBLISH_GRACE_S = 10.0
 RELAY_INTERVAL_S = 1.0
+# A request on the broker that no dispatcher has claimed for this long is published again.
+DISPATCH_GRACE_S = 60.0
 _CLAIM_LIMIT = 500
 
 _PENDING = """
 SELECT o.job_id, o.request FROM request_outbox o
 LEFT JOIN jobs j ON j.job_id = o.job_id
 WHERE ((o.published_generation IS NULL AND o.accepted_at < now() - make_interval(secs => $2))
-       OR ($3 AND o.published_generation <> $1))
+       OR ($3 AND o.published_generation <> $1)
+       OR (o.published_generation = $1 AND o.published_at < now() - make_interval(secs => $5)
+           AND NOT EXISTS (SELECT 1 FROM job_dispatches d
+                           WHERE d.job_id = o.job_id AND d.generation = $1 AND d.dispatched)))
   AND (j.status IS NULL OR job_status_rank(j.status) < 3)
 ORDER BY o.accepted_at
 LIMIT $4
@@ -92,7 +101,9 @@ class OutboxRelay:
                     )
             await asyncio.sleep(interval)
 
-    async def relay_once(self, grace_s: float = PUBLISH_GRACE_S) -> Relayed | None:
+    async def relay_once(
+        self, grace_s: float = PUBLISH_GRACE_S, dispatch_grace_s: float = DISPATCH_GRACE_S
+    ) -> Relayed | None:
         """One pass; None while the broker lacks topics (it was just restarted)."""
         broker = await self._publisher.broker_state()
         if broker.missing(self._settings.topics.all()):
@@ -106,7 +117,7 @@ class OutboxRelay:
         )
         assert seen is not None
         redriving = seen["redriven_at"] is None
-        published = await self._publish_pending(generation, grace_s, redriving)
+        published = await self._publish_pending(generation, grace_s, dispatch_grace_s, redriving)
         lost = 0
         if redriving and published < _CLAIM_LIMIT:
             lost = await self._finish_lost(generation, seen["first_seen_at"])
@@ -117,10 +128,14 @@ class OutboxRelay:
             )
         return Relayed(generation, published, lost)
 
-    async def _publish_pending(self, generation: str, grace_s: float, redriving: bool) -> int:
+    async def _publish_pending(
+        self, generation: str, grace_s: float, dispatch_grace_s: float, redriving: bool
+    ) -> int:
         topic = self._settings.topics.requests
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(_PENDING, generation, grace_s, redriving, _CLAIM_LIMIT)
+            rows = await conn.fetch(
+                _PENDING, generation, grace_s, redriving, _CLAIM_LIMIT, dispatch_grace_s
+            )
             if not rows:
                 return 0
             await self._publisher.publish(

@@ -168,6 +168,42 @@ async def test_relay_publishes_a_request_that_was_accepted_but_never_published(
     assert published == publisher.generation
 
 
+async def test_relay_publishes_again_a_request_no_dispatcher_took_and_not_one_it_took(
+    settings: Settings, db: asyncpg.Connection, publisher: EventPublisher
+) -> None:
+    skipped, taken = str(uuid.uuid4()), str(uuid.uuid4())
+    for job_id in (skipped, taken):
+        raw = publisher.encoded(outgoing(settings, [requested(job_id)])[0]).raw
+        # On the broker of this generation two minutes ago; only `taken` was dispatched.
+        await db.execute(
+            "INSERT INTO request_outbox (job_id, tenant, request, accepted_at, "
+            "published_generation, published_at) "
+            "VALUES ($1, 'acme', $2, now() - interval '2 minutes', $3, "
+            "now() - interval '2 minutes')",
+            uuid.UUID(job_id),
+            raw,
+            publisher.generation,
+        )
+    await db.execute(
+        "INSERT INTO job_dispatches (job_id, request_sha256, generation, dispatched) "
+        "VALUES ($1, 'x', $2, true)",
+        uuid.UUID(taken),
+        publisher.generation,
+    )
+    pool = await asyncpg.create_pool(settings.require_database(), min_size=1, max_size=2)
+    try:
+        relay = OutboxRelay(pool, publisher, settings)
+        first = await relay.relay_once()
+        # Published again just now: not again until the grace has passed once more.
+        again = await relay.relay_once()
+    finally:
+        await pool.close()
+    assert first is not None and first.published == 1
+    assert again is not None and again.published == 0
+    [(event_type, record)] = await read_topic(settings, settings.topics.requests, any)
+    assert (event_type, record["job_id"]) == ("JobRequested", skipped)
+
+
 async def test_relay_redrives_unfinished_jobs_of_a_lost_generation_and_ends_those_it_cannot(
     settings: Settings, db: asyncpg.Connection, publisher: EventPublisher
 ) -> None:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
@@ -138,3 +139,35 @@ def test_a_replay_refuses_the_live_schema_and_a_bad_start(history: Launcher) -> 
         done = replay_cli(history, *args)
         assert done.returncode == 2, done.stderr
         assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+async def test_the_dashboard_views_sum_up_the_history(history: Launcher) -> None:
+    conn = await asyncpg.connect(history.settings.require_database())
+    try:
+        throughput = await conn.fetchrow(
+            "SELECT sum(requested) AS requested, sum(ended) AS ended, sum(succeeded) AS ok, "
+            "sum(failed) AS failed FROM dash_throughput"
+        )
+        latency = {r["stage"]: r for r in await conn.fetch("SELECT * FROM dash_stage_latency")}
+        since = await conn.fetch(
+            "SELECT * FROM dash_stage_latency_since(now() + interval '1 minute')"
+        )
+        failures = await conn.fetch(
+            "SELECT stage, status, error_code, attempts, share FROM dash_failures "
+            "WHERE stage = 'parse' ORDER BY status"
+        )
+        in_flight = await conn.fetchval("SELECT count(*) FROM dash_in_flight")
+    finally:
+        await conn.close()
+    assert throughput is not None
+    assert dict(throughput) == {"requested": JOBS, "ended": JOBS, "ok": 800, "failed": 200}
+    assert set(latency) == {"parse", "compile", "codegen"}
+    assert latency["parse"]["attempts"] == JOBS and latency["compile"]["attempts"] == 800
+    for row in latency.values():
+        assert 0 <= row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"] <= row["max_ms"]
+    assert since == []  # nothing ended in the future
+    assert [tuple(r) for r in failures] == [
+        ("parse", "FAILED", "DSL_UNKNOWN_LAYER", 200, Decimal("0.2000")),
+        ("parse", "SUCCEEDED", "-", 800, Decimal("0.8000")),
+    ]
+    assert in_flight == 0
