@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -203,11 +203,15 @@ async def _from_topics(
     return projector.stats.messages
 
 
-async def _positions(
-    settings: Settings, topics: Sequence[str], since: datetime | None
-) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int], str]:
-    """Where each partition ends now, where a replay from `since` starts, the generation."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.require_kafka(), group_id=None)
+@contextlib.asynccontextmanager
+async def _reader(settings: Settings, topics: Sequence[str]) -> AsyncIterator[_Bounds]:
+    """A consumer in no group assigned every partition of `topics`, and their bounds."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.require_kafka(),
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+    )
     await consumer.start()
     try:
         await consumer.topics()
@@ -216,19 +220,55 @@ async def _positions(
             for topic in topics
             for partition in sorted(consumer.partitions_for_topic(topic) or ())
         ]
-        listed = await consumer.end_offsets(partitions)
-        ends = {(tp.topic, tp.partition): offset for tp, offset in listed.items()}
+        yield _Bounds(consumer, partitions, await _bounds(consumer, partitions))
+    finally:
+        await consumer.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class _Bounds:
+    consumer: AIOKafkaConsumer
+    partitions: list[TopicPartition]
+    # (first offset, end offset) of each partition
+    offsets: dict[TopicPartition, tuple[int, int]]
+
+
+async def _bounds(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+) -> dict[TopicPartition, tuple[int, int]]:
+    """Each partition's first and end offsets. The end is the larger of ListOffsets and the
+    high-water mark of a fetch from the start: the embedded broker's ListOffsets was seen to
+    answer one message per partition for full ones."""
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    starts = await consumer.beginning_offsets(partitions)
+    listed = await consumer.end_offsets(partitions)
+    deadline = time.monotonic() + _HELD_WAIT_S
+    while time.monotonic() < deadline:
+        await consumer.getmany(timeout_ms=200, max_records=1)
+        if all(consumer.highwater(tp) is not None for tp in partitions):
+            break
+    return {
+        tp: (starts[tp], max(listed[tp], consumer.highwater(tp) or 0, starts[tp]))
+        for tp in partitions
+    }
+
+
+async def _positions(
+    settings: Settings, topics: Sequence[str], since: datetime | None
+) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int], str]:
+    """Where each partition ends now, where a replay from `since` starts, the generation."""
+    async with _reader(settings, topics) as read:
+        ends = {(tp.topic, tp.partition): end for tp, (_, end) in read.offsets.items()}
         starts: dict[tuple[str, int], int] = {}
         if since is not None:
             moment = int(since.timestamp() * 1000)
-            found = await consumer.offsets_for_times(dict.fromkeys(partitions, moment))
+            found = await read.consumer.offsets_for_times(dict.fromkeys(read.partitions, moment))
             for tp, at in found.items():
                 starts[(tp.topic, tp.partition)] = (
                     ends[(tp.topic, tp.partition)] if at is None else at.offset
                 )
-        generation = (await broker_state(consumer._client)).generation
-    finally:
-        await consumer.stop()
+        generation = (await broker_state(read.consumer._client)).generation
     return ends, starts, generation
 
 
@@ -387,36 +427,11 @@ async def republish(settings: Settings, force: bool = False) -> Republished:
 
 
 async def _messages_held(settings: Settings, topics: list[str]) -> dict[str, int]:
-    """Messages on each topic, from the high-water marks of fetches from its start (the
-    embedded broker's ListOffsets can under-report a partition's end)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.require_kafka(),
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
-    )
-    await consumer.start()
-    try:
-        await consumer.topics()
-        partitions = [
-            TopicPartition(topic, partition)
-            for topic in topics
-            for partition in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        starts = await consumer.beginning_offsets(partitions)
-        deadline = time.monotonic() + _HELD_WAIT_S
-        while time.monotonic() < deadline:
-            await consumer.getmany(timeout_ms=200, max_records=1)
-            if all(consumer.highwater(tp) is not None for tp in partitions):
-                break
-        held: dict[str, int] = {}
-        for tp in partitions:
-            end = max(consumer.highwater(tp) or 0, starts[tp])
-            held[tp.topic] = held.get(tp.topic, 0) + end - starts[tp]
-    finally:
-        await consumer.stop()
+    """Messages on each topic now."""
+    held: dict[str, int] = {}
+    async with _reader(settings, topics) as read:
+        for tp, (first, end) in read.offsets.items():
+            held[tp.topic] = held.get(tp.topic, 0) + end - first
     return held
 
 

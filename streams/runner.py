@@ -167,15 +167,12 @@ class StageReporter:
     ) -> None:
         await self.send_all([self.metric_event(name, value, step, labels)])
 
-    async def stored_artifact(self, name: str, media_type: str, path: Path) -> None:
-        """An artifact written to the artifact store: its uri, size and hash travel, not it."""
-        await self.send_all(await self.stored_artifact_events([(name, media_type, path)]))
-
     async def stored_artifact_events(
         self, stored: Sequence[tuple[str, str, Path]]
     ) -> list[tuple[str, dict[str, Any]]]:
-        """ArtifactStored for files in the artifact store (name, media type, path each), hashed
-        off the event loop, to send later with others (send_all)."""
+        """ArtifactStored for files in the artifact store (name, media type, path each): their
+        uri, size and hash travel, not their bytes. Hashed off the event loop, to send later
+        with others (send_all)."""
         settings = self._publisher.settings
         described = await asyncio.to_thread(
             lambda: [_described(path, settings) for _, _, path in stored]
