@@ -7,17 +7,18 @@ import json
 import logging
 import math
 import re
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from projections.archive import ArchivedEvent
+import orjson
+
 from projections.feed_order import PROGRESS_EVENTS, FeedMerge
 from schemas.codec import Codec, DecodeError
 from streams.envelope import Origin
 
-# The fields of the `staged_event` type (migrations/002), in the order of every row tuple.
+# The fields of the `staged_event` type (migrations/002) and then the message as it arrived,
+# for the archive (migrations/010), in the order of every row tuple.
 STAGED_COLUMNS = (
     "ord",
     "event_id",
@@ -50,6 +51,8 @@ STAGED_COLUMNS = (
     "stages",
     "idempotency_key",
     "spec",
+    "message_key",
+    "message_value",
 )
 
 StagedRow = tuple[Any, ...]
@@ -76,9 +79,14 @@ class Unstorable:
 def jsonb_text(value: Any) -> str:
     """JSON text that PostgreSQL accepts as jsonb: no NUL, NaN, Infinity or lone surrogates."""
     try:
-        text = _STRICT_JSON.encode(value)
-    except ValueError:
-        text = _STRICT_JSON.encode(_finite(value))
+        # orjson writes NaN and infinities as null, as the fallback below does, in a fraction
+        # of the time; it refuses lone surrogates and integers past 64 bits, which go below.
+        text = orjson.dumps(value, default=_bytes_as_base64).decode()
+    except TypeError:
+        try:
+            text = _STRICT_JSON.encode(value)
+        except ValueError:
+            text = _STRICT_JSON.encode(_finite(value))
     if "\\u0000" in text:
         # jsonb refuses NUL characters; U+FFFD keeps the place of the one that was there.
         text = _NUL_ESCAPE.sub(r"\1\\ufffd", text)
@@ -159,9 +167,17 @@ def _occurred_at(value: Any) -> datetime:
 
 
 def staged_row(
-    position: int, topic: str, partition: int, offset: int, event_type: str, record: dict[str, Any]
+    position: int,
+    topic: str,
+    partition: int,
+    offset: int,
+    event_type: str,
+    record: dict[str, Any],
+    message_key: bytes | None = None,
+    message_value: bytes = b"",
 ) -> StagedRow:
-    """One decoded event as the staging row at `position`; MalformedEvent if unstorable."""
+    """One decoded event as the staging row at `position`, with the message (key and value)
+    it arrived as; MalformedEvent if unstorable."""
     shown = record
     if event_type == "ArtifactStored" and record.get("content") is not None:
         # Inline content stays in `artifacts`; the feed carries its size and hash, not the bytes.
@@ -237,6 +253,8 @@ def staged_row(
         stages,
         idempotency_key,
         spec,
+        message_key,
+        message_value,
     )
     if "\\u0000" in payload:
         # Some string of the record holds a NUL; rare enough to clean every column then.
@@ -245,20 +263,9 @@ def staged_row(
 
 
 _TOPIC = STAGED_COLUMNS.index("topic")
-_OFFSET = STAGED_COLUMNS.index("offset")
-_TYPE = STAGED_COLUMNS.index("type")
-_JOB_ID = STAGED_COLUMNS.index("job_id")
 _PARTITION = STAGED_COLUMNS.index("partition")
 _OCCURRED_AT = STAGED_COLUMNS.index("occurred_at")
 _MERGE = FeedMerge(STAGED_COLUMNS)
-
-
-def _canonical(event_id: str) -> str:
-    """An event id as PostgreSQL's uuid type prints it (the archive looks rows up by it)."""
-    try:
-        return str(uuid.UUID(event_id))
-    except ValueError:
-        return event_id
 
 
 @dataclass
@@ -274,10 +281,6 @@ class Batch:
     repeated: int = field(default=0, init=False)
     # (job id, tenant, bytes as sent) of every JobRequested, for the request outbox.
     requests: list[tuple[str, str, bytes]] = field(default_factory=list, init=False)
-    # Each staged row's message as it arrived (key, value), by event id, for the archive.
-    arrived: dict[str, tuple[StagedRow, bytes | None, bytes]] = field(
-        default_factory=dict, init=False, repr=False
-    )
     _event_ids: set[str] = field(default_factory=set, init=False, repr=False)
     _requested: set[str] = field(default_factory=set, init=False, repr=False)
     _latest: datetime | None = field(default=None, init=False, repr=False)
@@ -326,23 +329,6 @@ class Batch:
                 kept.add(topic, partition, offset, value, key)
         return kept, resume
 
-    def archived(self, event_id: str, seq: int | None) -> ArchivedEvent:
-        """A staged event as the archive keeps it (the bytes it arrived as)."""
-        row, key, value = self.arrived[_canonical(event_id)]
-        job_id = row[_JOB_ID]
-        return ArchivedEvent(
-            event_id=uuid.UUID(event_id),
-            seq=seq,
-            topic=row[_TOPIC],
-            partition=row[_PARTITION],
-            offset=row[_OFFSET],
-            type=row[_TYPE],
-            job_id=uuid.UUID(job_id) if job_id else None,
-            occurred_at=row[_OCCURRED_AT],
-            key=key,
-            value=value,
-        )
-
     def starts_before(self, cut: datetime) -> bool:
         """Whether trimmed(cut) keeps something: some partition's first event is before it."""
         return any(first < cut for first in self.began.values())
@@ -373,7 +359,9 @@ class Batch:
         self.next_offsets[(topic, partition)] = offset + 1
         try:
             event_type, record = self.codec.decode(value or b"")
-            row = staged_row(len(self.rows), topic, partition, offset, event_type, record)
+            row = staged_row(
+                len(self.rows), topic, partition, offset, event_type, record, key, value or b""
+            )
         except (DecodeError, ValueError, KeyError, TypeError) as exc:
             self._consumed.append((topic, partition, offset, key, value, None))
             self.undecodable += 1
@@ -402,7 +390,6 @@ class Batch:
             return
         self._event_ids.add(event_id)
         self.rows.append(row)
-        self.arrived[_canonical(event_id)] = (row, key, value or b"")
         if event_type == "JobRequested" and value is not None and row[2] not in self._requested:
             # The first body of a job id is the one kept; a copy under another event id is not.
             self._requested.add(row[2])

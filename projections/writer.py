@@ -7,15 +7,15 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from projections.archive import GENESIS, Link, digest
 from projections.batch import STAGED_COLUMNS, Batch
 
 NOTIFY_CHANNEL = "stagecast_events"
 
-# The session's staging area for project_batch() (migrations/002_project_batch.sql). Emptied
-# at every commit, so a batch never sees another's rows.
+# The session's staging area for project_batch() (migrations/002 and 010): staged events with
+# the messages they arrived as. Emptied at every commit, so a batch never sees another's rows.
 SESSION_TABLES = """
-CREATE TEMP TABLE IF NOT EXISTS projector_batch OF staged_event ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS projector_batch
+    (LIKE staged_event, message_key bytea, message_value bytea) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS projector_fresh (event_id uuid NOT NULL, seq bigint)
     ON COMMIT DELETE ROWS;
 CREATE OR REPLACE TEMP VIEW projector_new AS
@@ -44,47 +44,6 @@ ON CONFLICT (job_id) DO UPDATE
 """
 
 
-# The events this batch applied (new to the projections), in the order they were staged.
-_FRESH = """
-SELECT f.event_id::text AS event_id, f.seq FROM projector_fresh f
-JOIN projector_batch b ON b.event_id = f.event_id ORDER BY b.ord
-"""
-ARCHIVE_COLUMNS = (
-    "position",
-    "seq",
-    "event_id",
-    "topic",
-    "partition",
-    "offset",
-    "type",
-    "job_id",
-    "occurred_at",
-    "key",
-    "value",
-    "prev_hash",
-    "hash",
-)
-
-
-def archive_record(link: Link) -> tuple[object, ...]:
-    event = link.event
-    return (
-        link.position,
-        event.seq,
-        event.event_id,
-        event.topic,
-        event.partition,
-        event.offset,
-        event.type,
-        event.job_id,
-        event.occurred_at,
-        event.key,
-        event.value,
-        link.prev_hash,
-        link.hash,
-    )
-
-
 class ProjectionWriter:
     """Applies batches through one connection; `projector` names whose offsets are stored.
 
@@ -95,17 +54,10 @@ class ProjectionWriter:
         self._conn = conn
         self._projector = projector
         self.generation = generation
-        # The archive's last row (position, hash): this projector is the schema's only writer.
-        self._head = (0, GENESIS)
 
     async def prepare(self) -> None:
-        """Create this connection's staging tables; find the archive's end."""
+        """Create this connection's staging tables."""
         await self._conn.execute(SESSION_TABLES)
-        head = await self._conn.fetchrow(
-            "SELECT position, hash FROM event_archive ORDER BY position DESC LIMIT 1"
-        )
-        if head is not None:
-            self._head = (head["position"], bytes(head["hash"]))
 
     async def enter_generation(self) -> str | None:
         """Forget offsets stored in another generation; return that generation, if any."""
@@ -137,7 +89,8 @@ class ProjectionWriter:
         return {(row["topic"], row["partition"]): row["next_offset"] for row in rows}
 
     async def apply(self, batch: Batch) -> Applied:
-        """Rows, projections and offsets of the batch in one transaction, then NOTIFY on commit."""
+        """Rows, projections, archive and offsets of the batch in one transaction, then NOTIFY on
+        commit."""
         topics, partitions, next_offsets = [], [], []
         for (topic, partition), next_offset in batch.next_offsets.items():
             topics.append(topic)
@@ -161,27 +114,6 @@ class ProjectionWriter:
                 await self._conn.execute(
                     _RECORD_REQUESTS, job_ids, tenants, requests, self.generation
                 )
-            links = self._chained(batch, await self._conn.fetch(_FRESH)) if batch.rows else []
-            if links:
-                await self._conn.copy_records_to_table(
-                    "event_archive",
-                    records=[archive_record(link) for link in links],
-                    columns=ARCHIVE_COLUMNS,
-                )
-        if links:
-            self._head = (links[-1].position, links[-1].hash)
         assert result is not None
         fresh: int = result["applied"]
         return Applied(fresh, len(batch.rows) - fresh + batch.repeated, result["last_seq"])
-
-    def _chained(self, batch: Batch, fresh: list[asyncpg.Record]) -> list[Link]:
-        """The applied events as the archive's next rows, each chained to the one before."""
-        position, previous = self._head
-        links = []
-        for row in fresh:
-            position += 1
-            event = batch.archived(row["event_id"], row["seq"])
-            link = Link(position, event, previous, digest(previous, position, event))
-            links.append(link)
-            previous = link.hash
-        return links
