@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -146,3 +146,49 @@ class FeedMerge:
             del waiting[key]
         log.warning("feed order: %s has no order that meets its dependencies", key)
         return index
+
+
+class WindowedMerge:
+    """Partitions read to their ends a fetch at a time, merged in windows: a rebuild's feed
+    order without holding every row at once (projections/rebuild.py).
+
+    A window is every row, in each partition, before the first one at or past the cut: the
+    earliest of the latest event times read in the partitions still open. What was appended
+    to a partition before a row read from it happened before that row, so a row before the cut
+    has all of its predecessors read (the live projector's consistent cut, where a partition
+    that ends counts as read to its end). `FeedMerge` then orders the window.
+    """
+
+    def __init__(self, columns: Sequence[str], partitions: Iterable[Any]) -> None:
+        self._merge = FeedMerge(columns)
+        self._time = columns.index("occurred_at")
+        self._queues: dict[Any, deque[StagedRow]] = {tp: deque() for tp in partitions}
+        self._reached: dict[Any, datetime] = {}
+        self._open = set(self._queues)
+
+    def add(self, partition: Any, rows: Iterable[StagedRow]) -> None:
+        """Rows read from `partition`, in its order."""
+        queue = self._queues[partition]
+        for row in rows:
+            queue.append(row)
+            reached = self._reached.get(partition)
+            if reached is None or row[self._time] > reached:
+                self._reached[partition] = row[self._time]
+
+    def end(self, partition: Any) -> None:
+        """`partition` has been read to its end."""
+        self._open.discard(partition)
+
+    def window(self) -> list[StagedRow]:
+        """The rows before the cut, in feed order, taken out; all of them once every partition
+        ended. Empty while an open partition has given nothing yet."""
+        if any(partition not in self._reached for partition in self._open):
+            return []
+        cut = min((self._reached[partition] for partition in self._open), default=None)
+        taken = []
+        for queue in self._queues.values():
+            prefix = []
+            while queue and (cut is None or queue[0][self._time] < cut):
+                prefix.append(queue.popleft())
+            taken.append(prefix)
+        return self._merge.order(taken)

@@ -1,10 +1,10 @@
 """Replay: the projections rebuilt into a schema of their own, and compared with the live ones.
 
-`replay()` migrates a separate Postgres schema (the same migrations), then runs a projector
-under its own name with that schema as its search path: from the topics (from their start,
-or from the offsets an event time maps to) until it has read as far as they reached when the
-replay began, or from the live schema's event archive, in the order the live projector
-applied it. The live schema is only read. `compare()` then diffs every projected table
+`replay()` migrates a separate, empty Postgres schema (the same migrations; an earlier replay
+there is dropped) and rebuilds it in bulk (projections/rebuild.py): from the topics (from
+their start, or from the offsets an event time maps to) as far as they reached when the replay
+began, put in feed order once, or from the live schema's event archive, in the order the live
+projector applied it. The live schema is only read. `compare()` then diffs every projected table
 between the two, row by row on each table's key, leaving out what legitimately differs (feed
 seq numbers, archive positions and hashes, the times rows were written, and log offsets,
 which a log rebuilt by `republish()` assigns anew).
@@ -17,7 +17,6 @@ has ended is not run again (streams/dispatches.py).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -28,10 +27,10 @@ from datetime import datetime
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from projections.batch import Batch
+from projections.batch import STAGED_COLUMNS, StagedRow
+from projections.feed_order import WindowedMerge
 from projections.migrate import migrate, quoted
-from projections.projector import Projector
-from projections.writer import ProjectionWriter
+from projections.rebuild import BATCH_ROWS, Rebuild, stage
 from schemas.codec import Codec
 from streams.generation import broker_state
 from streams.settings import Settings
@@ -39,9 +38,10 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 LIVE_SCHEMA = "public"
-_POLL_S = 0.2
 _ARCHIVE_BATCH = 2_000
 _HELD_WAIT_S = 10.0
+# Messages per fetch while a replay reads the topics.
+_FETCH_RECORDS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +133,10 @@ class TableDiff:
 @dataclass(frozen=True, slots=True)
 class ReplayResult:
     schema: str
+    # Messages read, and of them those skipped as the live projector skips them (undecodable
+    # or unstorable: it dead-letters them).
     events: int
+    skipped: int
     seconds: float
 
 
@@ -161,46 +164,113 @@ async def replay(
     """Rebuild the projections into `schema` (from the topics or the live archive)."""
     check_schema(schema)
     url = settings.require_database()
+    await _empty_schema(url, schema)
     await migrate(url, schema=schema)
     started = time.monotonic()
     if source == "archive":
         if since is not None:
             raise ValueError("--from applies to a replay from kafka, not from the archive")
-        events = await _from_archive(url, codec, schema)
+        events, skipped = await _from_archive(url, codec, schema)
     elif source == "kafka":
-        events = await _from_topics(settings, codec, schema, since)
+        events, skipped = await _from_topics(settings, codec, schema, since)
     else:
         raise ValueError(f"unknown replay source {source!r} (kafka or archive)")
-    return ReplayResult(schema, events, time.monotonic() - started)
+    return ReplayResult(schema, events, skipped, time.monotonic() - started)
+
+
+async def _empty_schema(url: str, schema: str) -> None:
+    """Drop an earlier replay in `schema`; refuse a schema that holds anything else."""
+    conn = await asyncpg.connect(url)
+    try:
+        held = await conn.fetchval(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = $1",
+            schema,
+        )
+        if not held:
+            return
+        replayed = await conn.fetchval(
+            "SELECT to_regclass($1) IS NOT NULL", f"{quoted(schema)}.schema_migrations"
+        )
+        if not replayed:
+            raise ValueError(f"schema {schema!r} holds tables that are not a replay's")
+        await conn.execute(f"DROP SCHEMA {quoted(schema)} CASCADE")
+    finally:
+        await conn.close()
 
 
 async def _from_topics(
     settings: Settings, codec: Codec, schema: str, since: datetime | None
-) -> int:
-    projector = Projector(settings, codec, name=replay_name(schema), schema=schema)
-    ends, starts, generation = await _positions(settings, projector.topics, since)
+) -> tuple[int, int]:
+    """Every partition read from its start (or `since`) to where it ended when the replay
+    began, put in feed order window by window, each window written while the next is read."""
+    topics = settings.topics
     conn = await asyncpg.connect(
         settings.require_database(), server_settings={"search_path": schema}
     )
+    rebuild = Rebuild(conn)
     try:
-        if since is not None:
-            # Offsets stored in the replay's own schema: its projector starts from them.
-            await _seed_offsets(conn, projector.name, generation, starts)
-        stop = asyncio.Event()
-        task = asyncio.create_task(projector.run(stop))
-        try:
-            while not await _reached(conn, projector.name, ends):
-                if task.done():
-                    task.result()
-                    raise RuntimeError("the replay's projector stopped before the end")
-                await asyncio.sleep(_POLL_S)
-        finally:
-            stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 60)
+        await rebuild.start()
+        async with _reader(settings, (topics.requests, topics.events, topics.progress)) as read:
+            consumer = read.consumer
+            ends = {tp: end for tp, (_, end) in read.offsets.items()}
+            starts = {tp: first for tp, (first, _) in read.offsets.items()}
+            if since is not None:
+                moment = int(since.timestamp() * 1000)
+                found = await consumer.offsets_for_times(dict.fromkeys(read.partitions, moment))
+                starts = {tp: ends[tp] if at is None else at.offset for tp, at in found.items()}
+            generation = (await broker_state(consumer._client)).generation
+            counts = await _read_partitions(consumer, codec, starts, ends, rebuild)
+        await rebuild.finish(
+            replay_name(schema),
+            generation,
+            {(tp.topic, tp.partition): end for tp, end in ends.items()},
+        )
     finally:
+        await rebuild.abandon()
         await conn.close()
-    return projector.stats.messages
+    return counts
+
+
+async def _read_partitions(
+    consumer: AIOKafkaConsumer,
+    codec: Codec,
+    starts: dict[TopicPartition, int],
+    ends: dict[TopicPartition, int],
+    rebuild: Rebuild,
+) -> tuple[int, int]:
+    """Each partition read from its start to its end into `rebuild`; the messages read, and
+    those skipped."""
+    merge = WindowedMerge(STAGED_COLUMNS, ends)
+    left = set()
+    for tp in ends:
+        consumer.seek(tp, starts[tp])
+        if starts[tp] < ends[tp]:
+            left.add(tp)
+        else:
+            merge.end(tp)
+    count = skipped = 0
+    pending: list[StagedRow] = []
+    while left:
+        fetched = await consumer.getmany(*left, timeout_ms=1000, max_records=_FETCH_RECORDS)
+        for tp, messages in fetched.items():
+            wanted = [m for m in messages if m.offset < ends[tp]]
+            count += len(wanted)
+            staged = stage(
+                codec,
+                ((tp.topic, tp.partition, m.offset, m.key, m.value or b"") for m in wanted),
+            )
+            merge.add(tp, staged.rows)
+            skipped += staged.unreadable
+            if len(wanted) < len(messages) or await consumer.position(tp) >= ends[tp]:
+                left.discard(tp)
+                merge.end(tp)
+        # Windows follow each other in feed order: a batch may hold several, or part of one.
+        pending.extend(merge.window())
+        while len(pending) >= BATCH_ROWS or (pending and not left):
+            await rebuild.add(pending[:BATCH_ROWS])
+            del pending[:BATCH_ROWS]
+    return count, skipped
 
 
 @contextlib.asynccontextmanager
@@ -254,91 +324,38 @@ async def _bounds(
     }
 
 
-async def _positions(
-    settings: Settings, topics: Sequence[str], since: datetime | None
-) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int], str]:
-    """Where each partition ends now, where a replay from `since` starts, the generation."""
-    async with _reader(settings, topics) as read:
-        ends = {(tp.topic, tp.partition): end for tp, (_, end) in read.offsets.items()}
-        starts: dict[tuple[str, int], int] = {}
-        if since is not None:
-            moment = int(since.timestamp() * 1000)
-            found = await read.consumer.offsets_for_times(dict.fromkeys(read.partitions, moment))
-            for tp, at in found.items():
-                starts[(tp.topic, tp.partition)] = (
-                    ends[(tp.topic, tp.partition)] if at is None else at.offset
-                )
-        generation = (await broker_state(read.consumer._client)).generation
-    return ends, starts, generation
-
-
-async def _seed_offsets(
-    conn: asyncpg.Connection,
-    projector: str,
-    generation: str,
-    starts: dict[tuple[str, int], int],
-) -> None:
-    async with conn.transaction():
-        await conn.execute(
-            "INSERT INTO projector_generations (projector, generation) VALUES ($1, $2) "
-            "ON CONFLICT (projector) DO UPDATE SET generation = EXCLUDED.generation",
-            projector,
-            generation,
-        )
-        await conn.executemany(
-            "INSERT INTO projection_offsets (projector, topic, partition, next_offset) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT (projector, topic, partition) "
-            "DO UPDATE SET next_offset = EXCLUDED.next_offset",
-            [
-                (projector, topic, partition, offset)
-                for (topic, partition), offset in starts.items()
-            ],
-        )
-
-
-async def _reached(
-    conn: asyncpg.Connection, projector: str, ends: dict[tuple[str, int], int]
-) -> bool:
-    rows = await conn.fetch(
-        "SELECT topic, partition, next_offset FROM projection_offsets WHERE projector = $1",
-        projector,
-    )
-    done = {(row["topic"], row["partition"]): row["next_offset"] for row in rows}
-    return all(done.get(tp, 0) >= end for tp, end in ends.items() if end > 0)
-
-
-async def _from_archive(url: str, codec: Codec, schema: str) -> int:
-    """The live archive's events, in the order they were applied, through the same writer."""
+async def _from_archive(url: str, codec: Codec, schema: str) -> tuple[int, int]:
+    """The live archive's events, in the order they were applied, written in batches."""
     source = await asyncpg.connect(url)
     target = await asyncpg.connect(url, server_settings={"search_path": schema})
-    count = 0
+    count = skipped = 0
+    rebuild = Rebuild(target)
     try:
-        writer = ProjectionWriter(target, replay_name(schema), "archive")
-        await writer.prepare()
+        await rebuild.start()
+        archive = f"{quoted(LIVE_SCHEMA)}.event_archive"
         async with source.transaction(readonly=True, isolation="repeatable_read"):
-            batch = Batch(codec)
-            query = (
-                f'SELECT topic, partition, "offset", key, value '
-                f"FROM {quoted(LIVE_SCHEMA)}.event_archive ORDER BY position"
+            cursor = await source.cursor(
+                f'SELECT topic, partition, "offset", key, value FROM {archive} ORDER BY position'
             )
-            async for row in source.cursor(query, prefetch=_ARCHIVE_BATCH):
-                batch.add(
-                    row["topic"],
-                    row["partition"],
-                    row["offset"],
-                    bytes(row["value"]),
-                    None if row["key"] is None else bytes(row["key"]),
-                )
-                count += 1
-                if len(batch) >= _ARCHIVE_BATCH:
-                    await writer.apply(batch)
-                    batch = Batch(codec)
-            if len(batch):
-                await writer.apply(batch)
+            while messages := await cursor.fetch(BATCH_ROWS):
+                count += len(messages)
+                staged = stage(codec, messages)
+                skipped += staged.unreadable
+                await rebuild.add(staged.rows)
+            ends = await source.fetch(
+                f'SELECT topic, partition, max("offset") + 1 AS next_offset FROM {archive} '
+                "GROUP BY topic, partition"
+            )
+        await rebuild.finish(
+            replay_name(schema),
+            "archive",
+            {(row["topic"], row["partition"]): row["next_offset"] for row in ends},
+        )
     finally:
+        await rebuild.abandon()
         await source.close()
         await target.close()
-    return count
+    return count, skipped
 
 
 async def compare(url: str, schema: str, limit: int = 5) -> list[TableDiff]:

@@ -312,6 +312,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(
             f"replayed {done.events} events from {args.source} into schema {schema} "
             f"in {done.seconds:.2f} s ({done.events / max(done.seconds, 1e-9):.0f} events/s)"
+            + (f"; {done.skipped} skipped as undecodable or unstorable" if done.skipped else "")
         )
         if not args.compare:
             return 0

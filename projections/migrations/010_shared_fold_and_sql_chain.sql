@@ -334,3 +334,28 @@ BEGIN
     END IF;
 END;
 $$;
+
+-- A rebuild's batch (projections/rebuild.py): a rebuild writes an empty schema from a source it
+-- has already put in order and rid of copies, so its staged rows are all new and carry the seq
+-- it numbered them with (projector_new is projector_batch itself). The feed rows go in without
+-- a conflict check, then the same fold and archive as a live batch, chained after the archive
+-- row the rebuild wrote last.
+CREATE FUNCTION rebuild_batch(
+    p_after_position bigint,
+    p_after_hash bytea,
+    OUT last_position bigint,
+    OUT last_hash bytea
+) LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO job_events (seq, event_id, job_id, type, stage, payload, occurred_at,
+                            topic, partition, "offset")
+    OVERRIDING SYSTEM VALUE
+    SELECT seq, event_id, job_id, type, stage, payload, occurred_at, topic, partition, "offset"
+    FROM projector_batch
+    WHERE type <> 'JobRequested'
+    ORDER BY ord;
+    PERFORM fold_batch();
+    SELECT a.last_position, a.last_hash INTO last_position, last_hash
+    FROM archive_batch(p_after_position, p_after_hash) a;
+END;
+$$;

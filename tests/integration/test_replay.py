@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -17,9 +18,17 @@ from api.client import StagecastClient
 from projections.replay import compare, replay
 from schemas.codec import default_codec
 from streams.launcher import Launcher
+from streams.producer import Outgoing
 from streams.stack import free_port
 from tests.conftest import EXAMPLES, RunningStack
-from tests.integration.test_projector import eventually
+from tests.integration.test_projector import (
+    consumed,
+    eventually,
+    outgoing,
+    publish,
+    running,
+    successful_job,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -171,3 +180,39 @@ async def test_the_dashboard_views_sum_up_the_history(history: Launcher) -> None
         ("parse", "SUCCEEDED", "-", 800, Decimal("0.8000")),
     ]
     assert in_flight == 0
+
+
+async def test_a_replay_skips_what_the_live_projector_skipped_and_refuses_a_foreign_schema(
+    stack: RunningStack,
+) -> None:
+    settings = await asyncio.to_thread(stack.isolated)
+    jobs = [str(uuid.uuid4()) for _ in range(3)]
+    history = [event for job_id in jobs for event in successful_job(job_id)]
+    broken = [b"not avro at all", b"\xc3\x01" + b"\x00" * 8 + b"body"]
+    items = outgoing(settings, history[:7])
+    items += [
+        Outgoing(settings.topics.events, "JobFinished", {}, key=jobs[0].encode(), raw=raw)
+        for raw in broken
+    ]
+    # A copy of an event under its own id: read again, applied once.
+    items += outgoing(settings, [*history[7:], history[3]])
+    await publish(settings, items)
+    async with running(settings) as projector:
+        await consumed(projector, len(items))
+    url = settings.require_database()
+
+    from_topics = await replay(settings, default_codec(), "replay_bad")
+    assert (from_topics.events, from_topics.skipped) == (len(items), len(broken))
+    assert [d for d in await compare(url, "replay_bad") if not d.same] == []
+    # Again into the same schema: the earlier replay gives way to the new one.
+    from_archive = await replay(settings, default_codec(), "replay_bad", source="archive")
+    assert (from_archive.events, from_archive.skipped) == (len(history), 0)
+    assert [d for d in await compare(url, "replay_bad") if not d.same] == []
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("CREATE SCHEMA keepsakes; CREATE TABLE keepsakes.notes (t text)")
+    finally:
+        await conn.close()
+    with pytest.raises(ValueError, match="not a replay's"):
+        await replay(settings, default_codec(), "keepsakes")

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from projections.batch import STAGED_COLUMNS, Batch
-from projections.feed_order import FeedMerge
+from projections.feed_order import FeedMerge, WindowedMerge
 from schemas.codec import default_codec
 
 CODEC = default_codec()
@@ -179,3 +179,60 @@ def test_rows_that_wait_on_each_other_in_a_cycle_are_still_all_numbered_once() -
     merged = FeedMerge(STAGED_COLUMNS).order([[outcome, started], [progress]])
     assert sorted(merged) == sorted([outcome, started, progress])
     assert merged.index(outcome) < merged.index(started)
+
+
+def windowed(log: Log, reads: list[tuple[int, int]]) -> list[tuple[str, str]]:
+    """The log read as a replay reads it: `reads` says which partition gives how many rows
+    next; a window is taken after every read. Returns (job id, event id) in feed order."""
+    names = sorted(log.partitions)
+    merge = WindowedMerge(STAGED_COLUMNS, names)
+    read = dict.fromkeys(names, 0)
+    feed: list[tuple[str, str]] = []
+
+    def take() -> None:
+        job_column, id_column = STAGED_COLUMNS.index("job_id"), STAGED_COLUMNS.index("event_id")
+        feed.extend((row[job_column], row[id_column]) for row in merge.window())
+
+    for pick, size in [*reads, *((n, 10**6) for n in range(len(names)))]:
+        name = names[pick % len(names)]
+        messages = log.partitions[name][read[name] : read[name] + size]
+        batch = Batch(CODEC)
+        for offset, (_, value) in enumerate(messages, start=read[name]):
+            batch.add(*name, offset, value)
+        merge.add(name, batch.rows)
+        read[name] += len(messages)
+        if read[name] == len(log.partitions[name]):
+            merge.end(name)
+        take()
+    return feed
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    history=histories(),
+    reads=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 6)), max_size=12),
+)
+def test_a_replay_read_window_by_window_gives_every_job_its_causal_chain(
+    history: tuple[Log, dict[str, list[str]]], reads: list[tuple[int, int]]
+) -> None:
+    log, sent = history
+    feed = windowed(log, reads)
+    assert len(feed) == sum(len(ids) for ids in sent.values())
+    for job, ids in sent.items():
+        assert [event for owner, event in feed if owner == job] == ids
+
+
+def test_no_window_while_an_open_partition_has_given_nothing() -> None:
+    job = str(uuid.uuid4())
+    merge = WindowedMerge(STAGED_COLUMNS, ["a", "b"])
+    merge.add("a", [row(job, 0, "StageChanged", "STARTED", 1), row(job, 1, "JobFinished", None, 5)])
+    assert merge.window() == []
+    merge.add("b", [row(job, 0, "ProgressReported", None, 3)])
+    # The cut is b's latest time (3): a's outcome at 5 waits, b's own row at the cut too.
+    assert [r[STAGED_COLUMNS.index("type")] for r in merge.window()] == ["StageChanged"]
+    merge.end("a")
+    merge.end("b")
+    assert [r[STAGED_COLUMNS.index("type")] for r in merge.window()] == [
+        "ProgressReported",
+        "JobFinished",
+    ]
