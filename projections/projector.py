@@ -329,9 +329,18 @@ class Projector:
             else:
                 # Past the linger, only take what is already fetched; never wait for more.
                 timeout_ms = max(0, int((deadline - loop.time()) * 1000))
-            fetched = await consumer.getmany(
-                timeout_ms=timeout_ms, max_records=min(_FETCH_CHUNK, size - len(batch))
-            )
+            chunk = min(_FETCH_CHUNK, size - len(batch))
+            # What is buffered for the partition furthest behind in event time first: a batch
+            # read evenly across partitions needs little more reading to reach its cut.
+            behind = self._furthest_behind(consumer, batch)
+            fetched = await consumer.getmany(*behind, timeout_ms=0, max_records=chunk)
+            if not fetched:
+                fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=chunk)
+            if not fetched and timeout_ms == 0 and await self._behind(consumer):
+                # A backlog (catching up, or after a cut moved back): the linger bounds how
+                # long a batch waits for news, but what the broker holds already is worth one
+                # fetch round trip; without it a batch ends with whatever was buffered.
+                fetched = await consumer.getmany(timeout_ms=_IDLE_POLL_MS, max_records=chunk)
             if not fetched:
                 # Also when idle: the empty batch lets the commit in flight be accounted for.
                 break
@@ -345,6 +354,24 @@ class Projector:
         if batch.needs_cut:
             return await self._read_to_cut(consumer, batch, stop)
         return batch
+
+    def _furthest_behind(self, consumer: AIOKafkaConsumer, batch: Batch) -> list[TopicPartition]:
+        """The feed partitions the batch has read nothing from, or else the one it has read
+        least far in event time."""
+        partitions = [tp for tp in consumer.assignment() if tp.topic in self.feed_topics]
+        unread = [tp for tp in partitions if (tp.topic, tp.partition) not in batch.reached]
+        if unread or not partitions:
+            return unread
+        return [min(partitions, key=lambda tp: batch.reached[(tp.topic, tp.partition)])]
+
+    @staticmethod
+    async def _behind(consumer: AIOKafkaConsumer) -> bool:
+        """Whether some partition holds messages past the consumer's position."""
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is not None and await consumer.position(tp) < end:
+                return True
+        return False
 
     async def _read_to_cut(
         self, consumer: AIOKafkaConsumer, batch: Batch, stop: asyncio.Event
