@@ -2,7 +2,8 @@
 
 Starts its own embedded broker and PostgreSQL (streams.launcher), pre-produces realistic job
 histories, then times the projector from start until every message is committed.
-Usage: python bench/projector.py [events]   (default 50000)
+Usage: python bench/projector.py [events] [job spacing ms]   (default 50000 and 20; with a
+spacing of 0 every job runs in the same half second, as this bench's histories did before)
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from streams.settings import Settings
 
 STAGES = ["parse", "compile", "codegen", "execute", "train"]
 EPOCHS = 10
+# Jobs start this far apart (each lasts about half a second): a few dozen run side by side, and
+# event time moves on through the history as it does on a live stack.
+JOB_SPACING_MS = 20
 MODEL_PY = b"import torch\n\n\nclass Model(torch.nn.Module):\n    ...\n" * 20
 
 Event = tuple[str, str, dict[str, Any]]  # (topic role, event type, record)
@@ -128,10 +132,13 @@ def job_history(job_id: str, start_ms: int) -> list[Event]:
 
 
 Sent = list[tuple[str, bytes, bytes]]  # (topic, key, value)
+EVENTS_PER_JOB = len(job_history(str(uuid.uuid4()), 0))
 
 
-async def produce(settings: Settings, codec: Codec, count: int) -> Sent:
-    """Produce `count` events; return what was sent, in order."""
+async def produce(
+    settings: Settings, codec: Codec, count: int, spacing_ms: int = JOB_SPACING_MS
+) -> Sent:
+    """Produce `count` events, jobs starting `spacing_ms` apart; return what was sent."""
     topics = settings.topics
     roles = {"requests": topics.requests, "events": topics.events, "progress": topics.progress}
     sent: Sent = []
@@ -140,6 +147,7 @@ async def produce(settings: Settings, codec: Codec, count: int) -> Sent:
         job_id = str(uuid.uuid4())
         for role, event_type, record in job_history(job_id, start_ms)[: count - len(sent)]:
             sent.append((roles[role], job_id.encode(), codec.encode(event_type, record)))
+        start_ms += spacing_ms
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.require_kafka(),
         enable_idempotence=False,
@@ -196,14 +204,15 @@ async def copy_ceiling(database_url: str, codec: Codec, sent: Sent) -> tuple[int
         await conn.close()
 
 
-async def bench(settings: Settings, count: int) -> None:
+async def bench(settings: Settings, count: int, spacing_ms: int) -> None:
     codec = default_codec()
-    sent = await produce(settings, codec, count)
+    sent = await produce(settings, codec, count, spacing_ms)
     elapsed, projector = await project(settings, codec, count)
     rows, ceiling = await copy_ceiling(settings.require_database(), codec, sent)
     stats = projector.stats
     through = count / elapsed
     raw = rows / ceiling
+    print(f"jobs {spacing_ms} ms apart, about {EVENTS_PER_JOB} events each")
     print(
         f"events: {count} ({stats.applied} applied, {stats.duplicates} duplicates, "
         f"{stats.undecodable} undecodable) in {stats.batches} batches "
@@ -216,6 +225,7 @@ async def bench(settings: Settings, count: int) -> None:
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
+    spacing_ms = int(sys.argv[2]) if len(sys.argv) > 2 else JOB_SPACING_MS
     with tempfile.TemporaryDirectory(prefix="stagecast-bench-") as state:
         launcher = Launcher(
             Settings(
@@ -228,7 +238,7 @@ def main() -> None:
         )
         try:
             settings = launcher.start_servers()
-            asyncio.run(bench(settings, count))
+            asyncio.run(bench(settings, count, spacing_ms))
         finally:
             launcher.stop()
 

@@ -1,11 +1,13 @@
 """Replay against the ceilings beside it: events per second rebuilt into a schema of their own,
-from the topics and from the live archive, next to a raw aiokafka read of the same topics;
-and the live projector (which now also writes the archive) next to a raw COPY.
+from the topics and from the live archive, next to a raw aiokafka read of the same topics and
+to the path replay took before (a projector under its own name); and the live projector (which
+writes the archive too) next to a raw COPY.
 
 Starts its own embedded broker and PostgreSQL, produces realistic job histories (those of
 bench/projector.py), projects them live, then times: a bare consumer reading every message
-(no decoding), `replay` from the topics, `replay` from the archive, and `compare` of each
-replay with the live projections. Usage: python bench/replay.py [events]   (default 50000)
+(no decoding), `replay` from the topics, `replay` from the archive, a live-path projector into
+a fresh schema, and `compare` of each replay with the live projections.
+Usage: python bench/replay.py [events] [job spacing ms]   (default 50000 and 20)
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from projector import copy_ceiling, produce, project
+from projector import JOB_SPACING_MS, copy_ceiling, produce, project
 
+from projections.migrate import migrate
+from projections.projector import Projector
 from projections.replay import compare, replay
-from schemas.codec import default_codec
+from schemas.codec import Codec, default_codec
 from streams.launcher import Launcher
 from streams.settings import Settings
 
@@ -55,32 +59,60 @@ async def raw_read(settings: Settings, count: int) -> float:
         await consumer.stop()
 
 
-async def bench(settings: Settings, count: int) -> None:
+async def live_path(settings: Settings, codec: Codec, count: int) -> float:
+    """Seconds for a projector of its own into a fresh schema: how replay went before."""
+    await migrate(settings.require_database(), schema="bench_live_path")
+    projector = Projector(settings, codec, name="bench-live-path", schema="bench_live_path")
+    stop = asyncio.Event()
+    started = time.perf_counter()
+    task = asyncio.create_task(projector.run(stop))
+    while projector.stats.messages < count:
+        if task.done():
+            task.result()
+            raise RuntimeError("the projector stopped before consuming everything")
+        await asyncio.sleep(0.005)
+    elapsed = time.perf_counter() - started
+    stop.set()
+    await task
+    return elapsed
+
+
+async def bench(settings: Settings, count: int, spacing_ms: int) -> None:
     codec = default_codec()
-    sent = await produce(settings, codec, count)
+    sent = await produce(settings, codec, count, spacing_ms)
     live_s, projector = await project(settings, codec, count)
     rows, copy_s = await copy_ceiling(settings.require_database(), codec, sent)
     read_s = await raw_read(settings, count)
     from_topics = await replay(settings, codec, "bench_topics")
     from_archive = await replay(settings, codec, "bench_archive", source="archive")
+    before_s = await live_path(settings, codec, count)
     url = settings.require_database()
     diffs = {schema: await compare(url, schema) for schema in ("bench_topics", "bench_archive")}
 
-    print(f"{count} events ({projector.stats.applied} applied), one run, same machine:")
-    print(f"  raw aiokafka read of the topics   {read_s:6.2f} s  {count / read_s:>9,.0f} events/s")
+    read_rate = count / read_s
+    print(
+        f"{count} events ({projector.stats.applied} applied), jobs {spacing_ms} ms apart, "
+        "one run, same machine:"
+    )
+    print(f"  raw aiokafka read of the topics    {read_s:6.2f} s  {read_rate:>9,.0f} events/s")
     for label, done in (
         ("replay from the topics", from_topics),
         ("replay from the archive", from_archive),
     ):
+        rate = done.events / done.seconds
         print(
-            f"  {label:<33} {done.seconds:6.2f} s  {done.events / done.seconds:>9,.0f} events/s"
-            f"  ({done.events / done.seconds / (count / read_s):.0%} of the raw read)"
+            f"  {label:<34} {done.seconds:6.2f} s  {rate:>9,.0f} events/s"
+            f"  ({rate / read_rate:.0%} of the raw read)"
         )
     print(
-        f"  live projector (with the archive) {live_s:6.2f} s  {count / live_s:>9,.0f} events/s"
+        f"  before: the live path into a schema {before_s:5.2f} s  {count / before_s:>9,.0f} "
+        "events/s  (how replay went until now)"
+    )
+    print(
+        f"  live projector (with the archive)  {live_s:6.2f} s  {count / live_s:>9,.0f} events/s"
         f"  ({count / live_s / (rows / copy_s):.0%} of raw COPY)"
     )
-    print(f"  raw COPY of the {rows} feed rows  {copy_s:6.2f} s  {rows / copy_s:>9,.0f} rows/s")
+    print(f"  raw COPY of the {rows} feed rows   {copy_s:6.2f} s  {rows / copy_s:>9,.0f} rows/s")
     for schema, tables in diffs.items():
         different = [d.table for d in tables if not d.same]
         print(f"  compare {schema}: {different or 'no difference'}")
@@ -88,6 +120,7 @@ async def bench(settings: Settings, count: int) -> None:
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
+    spacing_ms = int(sys.argv[2]) if len(sys.argv) > 2 else JOB_SPACING_MS
     with tempfile.TemporaryDirectory(prefix="stagecast-bench-") as state:
         launcher = Launcher(
             Settings(
@@ -100,7 +133,7 @@ def main() -> None:
         )
         try:
             settings = launcher.start_servers()
-            asyncio.run(bench(settings, count))
+            asyncio.run(bench(settings, count, spacing_ms))
         finally:
             launcher.stop()
 
