@@ -22,6 +22,9 @@ from datetime import UTC, datetime
 GENESIS = bytes(32)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _INT = struct.Struct(">q")
+_HEAD = struct.Struct(">qq16s")  # position, seq, event id
+_PLACE = struct.Struct(">qq")  # partition, offset
+_NO_UUID = bytes(16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,23 +74,50 @@ def _micros(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def link_bytes(
+    position: int,
+    seq: int | None,
+    event_id: bytes,
+    topic: str,
+    partition: int,
+    offset: int,
+    event_type: str,
+    job_id: bytes | None,
+    occurred_at: datetime,
+    key: bytes | None,
+    value: bytes,
+) -> bytes:
+    """What a row's hash covers after the previous row's hash; uuids as their 16 bytes."""
+    return b"".join(
+        (
+            _HEAD.pack(position, -1 if seq is None else seq, event_id),
+            _bytes(topic.encode()),
+            _PLACE.pack(partition, offset),
+            _bytes(event_type.encode()),
+            job_id if job_id is not None else _NO_UUID,
+            _INT.pack(_micros(occurred_at)),
+            _bytes(key),
+            _bytes(value),
+        )
+    )
+
+
 def digest(prev_hash: bytes, position: int, event: ArchivedEvent) -> bytes:
     """The hash of the row at `position` holding `event`, after a row hashed `prev_hash`."""
-    parts = (
-        prev_hash,
-        _INT.pack(position),
-        _INT.pack(-1 if event.seq is None else event.seq),
+    link = link_bytes(
+        position,
+        event.seq,
         event.event_id.bytes,
-        _bytes(event.topic.encode()),
-        _INT.pack(event.partition),
-        _INT.pack(event.offset),
-        _bytes(event.type.encode()),
-        event.job_id.bytes if event.job_id is not None else bytes(16),
-        _INT.pack(_micros(event.occurred_at)),
-        _bytes(event.key),
-        _bytes(event.value),
+        event.topic,
+        event.partition,
+        event.offset,
+        event.type,
+        None if event.job_id is None else event.job_id.bytes,
+        event.occurred_at,
+        event.key,
+        event.value,
     )
-    return hashlib.sha256(b"".join(parts)).digest()
+    return hashlib.sha256(prev_hash + link).digest()
 
 
 class ChainCheck:

@@ -130,7 +130,7 @@ def _json_document(text: str | None) -> Any:
     if text is None:
         return None
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return _STRICT_DECODER.decode(text)
     except ValueError:
         return text
 
@@ -139,11 +139,15 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# Built once, like _STRICT_JSON: json.loads with options builds a new decoder per call.
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def _jsonb_of_text(text: str) -> str:
     """jsonb text for a field that carries JSON text: as sent when PostgreSQL will take it."""
     if "\\u" not in text:
         try:
-            json.loads(text, parse_constant=_refuse_constant)
+            _STRICT_DECODER.decode(text)
         except ValueError:
             return jsonb_text(text)
         # Strict JSON without escapes holds no NUL or lone surrogate: no need to rewrite it.

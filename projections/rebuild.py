@@ -5,9 +5,10 @@ A replay needs little of the live projector's care. Its source is the archive (a
 order the live projector applied it) or the topics read to fixed ends and put in feed order
 once (projections/feed_order.py), so there is no consistent cut to wait for; its schema is
 empty and written by it alone, so copies are dropped here by event id and the feed's seq and the
-archive's positions are numbered here. Rows are copied in large batches and folded by the same
-SQL as a live batch (fold_batch, archive_batch: migrations/010), while the next batch is
-decoded; the indexes of the tables written without a conflict check are built once, at the end.
+archive's positions and hashes (the layout of projections/archive.py) are computed here. Rows
+are copied in large batches and folded by the same SQL as a live batch (fold_batch, through
+rebuild_batch: migrations/010) while the next batch is decoded; the keys and indexes that a
+batch would only slow down are built once, at the end.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from asyncpg.transaction import Transaction
 
+from projections.archive import GENESIS, link_bytes
 from projections.batch import STAGED_COLUMNS, MalformedEvent, StagedRow, staged_row
 from projections.migrate import quoted
 from schemas.codec import Codec, DecodeError
@@ -33,36 +36,82 @@ log = logging.getLogger(__name__)
 # batch's fold overlaps the decoding of the next.
 BATCH_ROWS = 10_000
 
+_NOT_FOLDED = frozenset({"payload", "message_key", "message_value"})
+# What the fold reads: the staged events with their seq (projector_new is all of them).
 _SESSION_TABLES = """
-CREATE TEMP TABLE projector_batch
-    (LIKE staged_event, message_key bytea, message_value bytea, seq bigint) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE projector_batch (LIKE staged_event, seq bigint) ON COMMIT DELETE ROWS;
 CREATE TEMP VIEW projector_new AS SELECT * FROM projector_batch;
 """
-_COLUMNS = (*STAGED_COLUMNS, "seq")
+# The fold needs no feed payload (it goes straight to job_events) nor message bytes.
+_FOLDED_COLUMNS = (*(c for c in STAGED_COLUMNS if c not in _NOT_FOLDED), "seq")
+_FEED_COLUMNS = (
+    "seq",
+    "event_id",
+    "job_id",
+    "type",
+    "stage",
+    "payload",
+    "occurred_at",
+    "topic",
+    "partition",
+    "offset",
+)
+_ARCHIVE_COLUMNS = (
+    "position",
+    "seq",
+    "event_id",
+    "topic",
+    "partition",
+    "offset",
+    "type",
+    "job_id",
+    "occurred_at",
+    "key",
+    "value",
+    "prev_hash",
+    "hash",
+)
 _ORD = STAGED_COLUMNS.index("ord")
 _EVENT_ID = STAGED_COLUMNS.index("event_id")
 _JOB_ID = STAGED_COLUMNS.index("job_id")
 _TYPE = STAGED_COLUMNS.index("type")
+_TOPIC = STAGED_COLUMNS.index("topic")
+_PARTITION = STAGED_COLUMNS.index("partition")
+_OFFSET = STAGED_COLUMNS.index("offset")
+_OCCURRED_AT = STAGED_COLUMNS.index("occurred_at")
+_STAGE = STAGED_COLUMNS.index("stage")
+_PAYLOAD = STAGED_COLUMNS.index("payload")
+_KEY = STAGED_COLUMNS.index("message_key")
+_VALUE = STAGED_COLUMNS.index("message_value")
 
 # Written without a conflict check: every index and key is built after the last batch.
 _UNCHECKED_TABLES = ("job_events", "event_archive")
 # Written with upserts on their keys: only their other indexes wait for the end.
 _FOLDED_TABLES = ("jobs", "job_stages", "metrics", "artifacts")
 
-_DEFERRED_KEYS = """
-SELECT c.conrelid::regclass::text AS tab, c.conname AS name, pg_get_constraintdef(c.oid) AS def
-FROM pg_constraint c
-WHERE c.conrelid = ANY($1::regclass[]) AND c.contype IN ('p', 'u')
-ORDER BY c.contype, c.conname
-"""
-_DEFERRED_INDEXES = """
-SELECT i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS def
+# Keys and indexes built once at the end: those of the tables written without a conflict
+# check, and the plain indexes of the others; not those led by a column this rebuild numbers
+# (seq, position), whose rows arrive in key order and so only ever extend their index.
+_DEFERRED = """
+SELECT i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS index_def,
+       c.conrelid::regclass::text AS tab, c.conname AS key, pg_get_constraintdef(c.oid) AS key_def
 FROM pg_index i
+LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.contype IN ('p', 'u')
 WHERE i.indrelid = ANY($1::regclass[])
   AND (i.indrelid = ANY($2::regclass[]) OR NOT i.indisunique)
-  AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
-ORDER BY 1
+  AND (SELECT a.attname FROM pg_attribute a
+       WHERE a.attrelid = i.indrelid AND a.attnum = i.indkey[0]) NOT IN ('seq', 'position')
+ORDER BY c.conname NULLS LAST, 1
 """
+
+
+@dataclass
+class _Numbered:
+    """A batch's fresh rows as the three COPYs take them."""
+
+    folded: list[tuple[object, ...]] = field(default_factory=list)
+    fed: list[tuple[object, ...]] = field(default_factory=list)
+    archived: list[tuple[object, ...]] = field(default_factory=list)
 
 
 @dataclass
@@ -98,6 +147,11 @@ def stage(codec: Codec, messages: Iterable[Message] | Iterable[asyncpg.Record]) 
     return staged
 
 
+def _uuid_bytes(text: str) -> bytes:
+    """A uuid's 16 bytes from its text (the codec has checked that it is one)."""
+    return bytes.fromhex(text.replace("-", ""))
+
+
 @contextmanager
 def _collector_paused() -> Iterator[None]:
     """The cyclic garbage collector off while decoding: the rows hold no cycles, and its passes
@@ -120,7 +174,7 @@ class Rebuild:
         self._requested: set[str] = set()
         self._ord = 0
         self._seq = 0
-        self._archived: tuple[int, bytes] = (0, bytes(32))
+        self._archive_head = GENESIS
         self._folding: asyncio.Task[None] | None = None
         # The statements that build the deferred keys and indexes again, in order.
         self._deferred: list[str] = []
@@ -134,34 +188,44 @@ class Rebuild:
         await conn.execute("SET work_mem = '64MB'")
         await conn.execute(_SESSION_TABLES)
         everything = [*_UNCHECKED_TABLES, *_FOLDED_TABLES]
-        keys = await conn.fetch(_DEFERRED_KEYS, list(_UNCHECKED_TABLES))
-        indexes = await conn.fetch(_DEFERRED_INDEXES, everything, list(_UNCHECKED_TABLES))
+        deferred = await conn.fetch(_DEFERRED, everything, list(_UNCHECKED_TABLES))
         async with conn.transaction():
-            for key in keys:
-                table, name = key["tab"], quoted(key["name"])
-                await conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
-                self._deferred.append(f"ALTER TABLE {table} ADD CONSTRAINT {name} {key['def']}")
-            for index in indexes:
-                await conn.execute(f"DROP INDEX {index['name']}")
-                self._deferred.append(index["def"])
+            for index in deferred:
+                if index["key"] is None:
+                    await conn.execute(f"DROP INDEX {index['name']}")
+                    self._deferred.append(index["index_def"])
+                else:
+                    table, key = index["tab"], quoted(index["key"])
+                    await conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT {key}")
+                    self._deferred.append(
+                        f"ALTER TABLE {table} ADD CONSTRAINT {key} {index['key_def']}"
+                    )
 
     async def add(self, rows: Iterable[StagedRow]) -> None:
         """Rows in feed order: copied now, folded while the caller prepares the next ones."""
-        fresh = self._fresh(rows)
+        numbered = self._fresh(rows)
         await self._folded()
-        if not fresh:
+        if not numbered.folded:
             return
-        transaction = self._conn.transaction()
+        conn = self._conn
+        transaction = conn.transaction()
         await transaction.start()
         try:
-            # Copied before returning: the COPY needs this process to feed it, the fold not.
-            await self._conn.copy_records_to_table(
-                "projector_batch", records=fresh, columns=_COLUMNS
+            # Copied before returning: a COPY needs this process to feed it, the fold not. The
+            # feed and the archive go straight to their tables, the rest to the fold.
+            await conn.copy_records_to_table(
+                "job_events", records=numbered.fed, columns=_FEED_COLUMNS
+            )
+            await conn.copy_records_to_table(
+                "event_archive", records=numbered.archived, columns=_ARCHIVE_COLUMNS
+            )
+            await conn.copy_records_to_table(
+                "projector_batch", records=numbered.folded, columns=_FOLDED_COLUMNS
             )
         except BaseException:
             await transaction.rollback()
             raise
-        self._folding = asyncio.create_task(self._fold(transaction, len(fresh)))
+        self._folding = asyncio.create_task(self._fold(transaction, len(numbered.folded)))
         # Let the fold's statement go out before the caller goes back to decoding.
         await asyncio.sleep(0)
 
@@ -194,38 +258,90 @@ class Rebuild:
                 ],
             )
 
-    def _fresh(self, rows: Iterable[StagedRow]) -> list[tuple[object, ...]]:
-        """The rows the projections take, numbered: the first of each event id, and of each
-        job's requests (as the live fold takes a request only while its job has none)."""
-        fresh = []
+    def _fresh(self, rows: Iterable[StagedRow]) -> _Numbered:
+        """The rows the projections take, numbered and chained: the first of each event id, and
+        of each job's requests (as the live fold takes a request only while its job has none).
+
+        The archive's hashes are computed here, where they cost a third of what they cost in
+        PostgreSQL, which is the busier of the two processes in a rebuild.
+        """
+        numbered = _Numbered()
+        folded, fed, archived = numbered.folded, numbered.fed, numbered.archived
         seen, requested = self._seen, self._requested
+        previous = self._archive_head
         for row in rows:
             event_id = row[_EVENT_ID]
             if event_id in seen:
                 continue
             seen.add(event_id)
-            if row[_TYPE] == "JobRequested":
-                job_id = row[_JOB_ID]
+            event_type, job_id = row[_TYPE], row[_JOB_ID]
+            seq: int | None = None
+            if event_type == "JobRequested":
                 if job_id is None or job_id in requested:
                     continue
                 requested.add(job_id)
-                seq = None
             else:
                 self._seq += 1
                 seq = self._seq
             self._ord += 1
-            fresh.append((self._ord, *row[_ORD + 1 :], seq))
-        return fresh
+            position = self._ord
+            topic, partition, offset = row[_TOPIC], row[_PARTITION], row[_OFFSET]
+            occurred_at, key, value = row[_OCCURRED_AT], row[_KEY], row[_VALUE]
+            link = link_bytes(
+                position,
+                seq,
+                _uuid_bytes(event_id),
+                topic,
+                partition,
+                offset,
+                event_type,
+                None if job_id is None else _uuid_bytes(job_id),
+                occurred_at,
+                key,
+                value,
+            )
+            digest = hashlib.sha256(previous + link).digest()
+            folded.append((position, *row[_ORD + 1 : _PAYLOAD], *row[_PAYLOAD + 1 : _KEY], seq))
+            if seq is not None:
+                fed.append(
+                    (
+                        seq,
+                        event_id,
+                        job_id,
+                        event_type,
+                        row[_STAGE],
+                        row[_PAYLOAD],
+                        occurred_at,
+                        topic,
+                        partition,
+                        offset,
+                    )
+                )
+            archived.append(
+                (
+                    position,
+                    seq,
+                    event_id,
+                    topic,
+                    partition,
+                    offset,
+                    event_type,
+                    job_id,
+                    occurred_at,
+                    key,
+                    value,
+                    previous,
+                    digest,
+                )
+            )
+            previous = digest
+        self._archive_head = previous
+        return numbered
 
     async def _fold(self, transaction: Transaction, rows: int) -> None:
         """The copied batch folded and archived, and committed."""
-        position, last = self._archived
-        done = await self._conn.fetchrow(
-            "SELECT last_position, last_hash FROM rebuild_batch($1, $2)", position, last
-        )
+        await self._conn.execute("SELECT fold_batch()")
         await transaction.commit()
-        assert done is not None
-        self._archived = (done["last_position"], bytes(done["last_hash"]))
         self.applied += rows
 
     async def abandon(self) -> None:

@@ -36,49 +36,38 @@ $$;
 -- As a window function over rows in position order: each row's hash.
 CREATE AGGREGATE archive_chain(bytea, bytea) (sfunc = archive_chain_step, stype = bytea);
 
--- The batch's applied events (projector_new) appended to the archive in staging order, chained
--- to the row at p_after_position hashed p_after_hash; NULLs: to the archive's last row (an
--- index lookup). Returns the new last row, for a caller that keeps its own head.
-CREATE FUNCTION archive_batch(
-    p_after_position bigint,
-    p_after_hash bytea,
-    OUT last_position bigint,
-    OUT last_hash bytea
-) LANGUAGE plpgsql AS $$
+-- The batch's applied events (projector_new) appended to the archive in staging order, the
+-- first chained to the archive's last row (an index lookup).
+CREATE FUNCTION archive_batch() RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    after_position bigint;
+    after_hash bytea;
 BEGIN
-    IF p_after_position IS NULL THEN
-        SELECT a.position, a.hash INTO p_after_position, p_after_hash
-        FROM event_archive a ORDER BY a.position DESC LIMIT 1;
-    END IF;
-    p_after_position := COALESCE(p_after_position, 0);
-    p_after_hash := COALESCE(p_after_hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea);
+    SELECT a.position, a.hash INTO after_position, after_hash
+    FROM event_archive a ORDER BY a.position DESC LIMIT 1;
+    after_position := COALESCE(after_position, 0);
+    -- The first row's predecessor: 32 zero bytes (projections/archive.py).
+    after_hash := COALESCE(after_hash, decode(repeat('00', 32), 'hex'));
+    -- Every window in staging order, so the rows are sorted once; only the archived columns.
     WITH placed AS (
-        SELECT p_after_position + row_number() OVER (ORDER BY n.ord) AS position, n.*
+        SELECT n.ord, after_position + row_number() OVER (ORDER BY n.ord) AS position,
+               n.seq, n.event_id, n.topic, n.partition, n."offset", n.type, n.job_id,
+               n.occurred_at, n.message_key, n.message_value
         FROM projector_new n
     ),
     chained AS (
-        SELECT p.*, archive_chain(p_after_hash, archive_link_bytes(
+        SELECT p.*, archive_chain(after_hash, archive_link_bytes(
                 p.position, p.seq, p.event_id, p.topic, p.partition, p."offset", p.type,
                 p.job_id, p.occurred_at, p.message_key, p.message_value))
-            OVER (ORDER BY p.position) AS hash
+            OVER (ORDER BY p.ord) AS hash
         FROM placed p
-    ),
-    inserted AS (
-        INSERT INTO event_archive (position, seq, event_id, topic, partition, "offset", type,
-                                   job_id, occurred_at, key, value, prev_hash, hash)
-        SELECT position, seq, event_id, topic, partition, "offset", type, job_id, occurred_at,
-               message_key, message_value,
-               COALESCE(lag(hash) OVER (ORDER BY position), p_after_hash), hash
-        FROM chained
-        ORDER BY position
-        RETURNING position, hash
     )
-    SELECT i.position, i.hash INTO last_position, last_hash
-    FROM inserted i ORDER BY i.position DESC LIMIT 1;
-    IF last_position IS NULL THEN
-        last_position := p_after_position;
-        last_hash := p_after_hash;
-    END IF;
+    INSERT INTO event_archive (position, seq, event_id, topic, partition, "offset", type,
+                               job_id, occurred_at, key, value, prev_hash, hash)
+    SELECT position, seq, event_id, topic, partition, "offset", type, job_id, occurred_at,
+           message_key, message_value, COALESCE(lag(hash) OVER (ORDER BY ord), after_hash), hash
+    FROM chained
+    ORDER BY ord;
 END;
 $$;
 
@@ -309,7 +298,7 @@ BEGIN
       );
 
     PERFORM fold_batch();
-    PERFORM archive_batch(NULL, NULL);
+    PERFORM archive_batch();
 
     INSERT INTO projection_offsets AS o (projector, topic, partition, next_offset)
     SELECT p_projector, u.topic, u.partition, u.next_offset
@@ -332,30 +321,5 @@ BEGIN
                  ELSE last_seq::text END
         );
     END IF;
-END;
-$$;
-
--- A rebuild's batch (projections/rebuild.py): a rebuild writes an empty schema from a source it
--- has already put in order and rid of copies, so its staged rows are all new and carry the seq
--- it numbered them with (projector_new is projector_batch itself). The feed rows go in without
--- a conflict check, then the same fold and archive as a live batch, chained after the archive
--- row the rebuild wrote last.
-CREATE FUNCTION rebuild_batch(
-    p_after_position bigint,
-    p_after_hash bytea,
-    OUT last_position bigint,
-    OUT last_hash bytea
-) LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO job_events (seq, event_id, job_id, type, stage, payload, occurred_at,
-                            topic, partition, "offset")
-    OVERRIDING SYSTEM VALUE
-    SELECT seq, event_id, job_id, type, stage, payload, occurred_at, topic, partition, "offset"
-    FROM projector_batch
-    WHERE type <> 'JobRequested'
-    ORDER BY ord;
-    PERFORM fold_batch();
-    SELECT a.last_position, a.last_hash INTO last_position, last_hash
-    FROM archive_batch(p_after_position, p_after_hash) a;
 END;
 $$;

@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from api.client import StagecastClient
+from projections.audit import verify_archive
 from projections.replay import compare, replay
 from schemas.codec import default_codec
 from streams.launcher import Launcher
@@ -204,6 +205,13 @@ async def test_a_replay_skips_what_the_live_projector_skipped_and_refuses_a_fore
     from_topics = await replay(settings, default_codec(), "replay_bad")
     assert (from_topics.events, from_topics.skipped) == (len(items), len(broken))
     assert [d for d in await compare(url, "replay_bad") if not d.same] == []
+    # The replay's own archive is a chain `stagecast audit verify` accepts.
+    replayed = await asyncpg.connect(url, server_settings={"search_path": "replay_bad"})
+    try:
+        report = await verify_archive(replayed)
+    finally:
+        await replayed.close()
+    assert report.intact and report.rows == len(history)
     # Again into the same schema: the earlier replay gives way to the new one.
     from_archive = await replay(settings, default_codec(), "replay_bad", source="archive")
     assert (from_archive.events, from_archive.skipped) == (len(history), 0)
