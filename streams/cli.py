@@ -95,9 +95,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_projector(args: argparse.Namespace) -> int:
-    from projections.projector import run_projector
+    from projections.service import run_projector_process
 
-    asyncio.run(run_projector(_settings()))
+    asyncio.run(run_projector_process(_settings()))
     return 0
 
 
