@@ -21,6 +21,7 @@ from api.cancel import cancel_job
 from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware, error_response
 from api.feed import FeedNotifier, job_events
 from api.jobs import get_job, get_stages, jobs_collection
+from api.metrics import ApiMetrics, HttpMetricsMiddleware, metrics_page
 from api.outbox import OutboxRelay
 from api.runs import compare_runs, get_metrics
 from api.watchdog import StageWatchdog
@@ -80,9 +81,12 @@ async def _sandboxes(pool: asyncpg.Pool) -> list[dict[str, Any]]:
 
 
 def create_app(settings: Settings) -> ASGIApp:
+    metrics = ApiMetrics()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.settings = settings
+        app.state.metrics = metrics
         app.state.pool = await asyncpg.create_pool(
             settings.require_database(), min_size=1, max_size=10
         )
@@ -110,6 +114,7 @@ def create_app(settings: Settings) -> ASGIApp:
     routes = [
         Route("/health", health),
         Route("/ready", ready),
+        Route("/metrics", metrics_page),
         Route("/jobs", jobs_collection, methods=["GET", "POST"]),
         Route("/jobs/{job_id}", get_job),
         Route("/jobs/{job_id}/stages", get_stages),
@@ -125,8 +130,9 @@ def create_app(settings: Settings) -> ASGIApp:
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
-    # Outermost, so that even a 500 from Starlette's error middleware carries the request id.
-    return RequestIdMiddleware(app)
+    # Outermost, so that even a 500 from Starlette's error middleware carries the request id
+    # and is counted.
+    return RequestIdMiddleware(HttpMetricsMiddleware(app, metrics))
 
 
 def run_api(settings: Settings) -> None:

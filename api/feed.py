@@ -189,7 +189,7 @@ async def job_events(request: Request) -> Response:
     if ended_at is not None and ended_at <= after:
         # Nothing will follow: 204 tells an EventSource to stop reconnecting.
         return Response(status_code=204)
-    events = job_feed(state.pool, state.notifier, job_id, after)
+    events = state.metrics.connected("job", job_feed(state.pool, state.notifier, job_id, after))
     return EventSourceResponse(
         events, ping=state.settings.sse_heartbeat_s, headers={"Cache-Control": "no-store"}
     )

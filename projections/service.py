@@ -1,5 +1,5 @@
 """The projector process (`stagecast projector`): the live projector, with the dead-letter
-recorder and the consumer-lag sampler beside it."""
+recorder and the consumer-lag sampler beside it, and their metrics on a port of their own."""
 
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 
+from prometheus_client import CollectorRegistry
+
 from projections.dead_letters import RECORDER_NAME, DeadLetterRecorder
-from projections.lag import LagSampler
+from projections.lag import PROJECTOR_GROUP_PREFIX, LagSampler
+from projections.metrics import LagMetrics, RecorderMetrics
 from projections.migrate import migrate
 from projections.projector import Projector
 from schemas.codec import default_codec
+from streams.exposition import serve_metrics
 from streams.settings import Settings
 
 # A companion that fails on a bug starts again after this pause, without the projector.
@@ -29,6 +33,14 @@ async def run_projector_process(settings: Settings) -> None:
     projector = Projector(settings, codec)
     recorder = DeadLetterRecorder(settings, codec)
     sampler = LagSampler(settings, projectors=(projector.name, RECORDER_NAME))
+    registry = CollectorRegistry()
+    registry.register(projector.metrics)
+    registry.register(RecorderMetrics(recorder.stats))
+    own_groups = [PROJECTOR_GROUP_PREFIX + name for name in (projector.name, RECORDER_NAME)]
+    registry.register(LagMetrics(sampler, own_groups))
+    server = serve_metrics(
+        registry, settings.metrics_host, settings.projector_metrics_port, "projector"
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -41,6 +53,8 @@ async def run_projector_process(settings: Settings) -> None:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if server is not None:
+            server.stop()
 
 
 async def _companion(

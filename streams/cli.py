@@ -78,6 +78,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             + ("  (embedded Tansu)" if launcher.broker else "")
         )
         print(f"  Postgres   {s.database_url}" + ("  (embedded)" if launcher.database else ""))
+        print("  metrics    " + "  ".join(launcher.metrics_urls().values()))
         print(f"  logs       {launcher.state_dir}/*.log")
         print("Ctrl-C stops everything.", flush=True)
         _supervise(launcher)
