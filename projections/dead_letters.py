@@ -42,7 +42,6 @@ _DATABASE_LOST = (
     asyncpg.AdminShutdownError,
     asyncpg.CannotConnectNowError,
     asyncpg.CrashShutdownError,
-    asyncpg.InterfaceError,
 )
 
 log = logging.getLogger(__name__)
@@ -259,6 +258,11 @@ class DeadLetterRecorder:
                     await self._record(conn, consumer, generation, stop)
             finally:
                 await consumer.stop()
+        except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+            # A connection the server dropped while idle surfaces as a client-side error.
+            if conn.is_closed():
+                raise ConnectionError("the database closed the connection") from exc
+            raise
         finally:
             await conn.close()
 

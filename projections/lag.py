@@ -119,6 +119,8 @@ class LagSampler:
         self.settings = settings
         self.projectors = tuple(projectors)
         self.consumers = consumers(settings, self.projectors)
+        # consumers() lists the workers' group first; its offsets are in Kafka.
+        self.workers = self.consumers[0]
         self.interval_s = interval_s if interval_s is not None else settings.lag_sample_s
         self.latest: list[LagSample] = []
 
@@ -208,7 +210,7 @@ class LagSampler:
         """Each consumer's next offset per partition: the group's from Kafka, the
         projectors' from PostgreSQL (only when stored in this broker generation)."""
         found: dict[str, dict[Partition, int | None]] = {}
-        workers = self.consumers[0]
+        workers = self.workers
         asked = [tp for topic in workers.topics for tp in partitions[topic]]
         offsets = await admin.list_consumer_group_offsets(workers.group, partitions=asked)
         found[workers.group] = {

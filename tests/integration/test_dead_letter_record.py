@@ -173,20 +173,15 @@ async def test_a_recorder_reading_letters_again_neither_doubles_nor_loses_one(
         origin = Origin(settings.topics.events, n % 2, n, None, f"bad {n}".encode())
         return dead_letter(settings, origin, "BAD_MARKER", f"bad message {n}")
 
-    await publish(settings, [letter(n) for n in range(5)])
+    # The first letter twice in a row: one row.
+    await publish(settings, [letter(0)] + [letter(n) for n in range(5)])
     async with connected(settings) as conn:
-        await record_until(settings, conn, 5)
+        await record_until(settings, conn, 5, letters=6)
         # Read again from the start (a crash before the next commit, or a second delivery).
         await conn.execute("DELETE FROM projection_offsets WHERE projector = $1", RECORDER_NAME)
         await publish(settings, [letter(n) for n in range(5, 7)])
-        recorder = await record_until(settings, conn, 7)
-        assert recorder.stats.letters == 7
-        assert recorder.stats.recorded == 2
-        assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 7
-        stored = await conn.fetchval(
-            "SELECT sum(next_offset) FROM projection_offsets WHERE projector = $1", RECORDER_NAME
-        )
-        assert stored == 7
+        recorder = await record_until(settings, conn, 7, letters=8)
+        assert (recorder.stats.letters, recorder.stats.recorded) == (8, 2)
 
 
 async def test_letters_of_a_new_broker_generation_are_read_from_the_start(
@@ -205,7 +200,7 @@ async def test_letters_of_a_new_broker_generation_are_read_from_the_start(
             "VALUES ($1, $2, $3, 2)",
             [(RECORDER_NAME, settings.topics.deadletter, p) for p in range(settings.partitions)],
         )
-        await record_until(settings, conn, 3)
+        await record_until(settings, conn, 3, letters=3)
         generation = await conn.fetchval(
             "SELECT generation FROM projector_generations WHERE projector = $1", RECORDER_NAME
         )
@@ -213,19 +208,24 @@ async def test_letters_of_a_new_broker_generation_are_read_from_the_start(
 
 
 async def record_until(
-    settings: Settings, conn: asyncpg.Connection, rows: int
+    settings: Settings, conn: asyncpg.Connection, rows: int, letters: int
 ) -> DeadLetterRecorder:
-    """Run a recorder in this event loop until `dead_letters` holds `rows` rows."""
+    """Run a recorder in this event loop until it committed past `letters` letters and
+    recorded `rows` rows; then there must be no more rows."""
     recorder = DeadLetterRecorder(settings, default_codec())
     stop = asyncio.Event()
     task = asyncio.create_task(recorder.run(stop))
     try:
 
-        async def enough() -> bool:
-            return bool(await conn.fetchval("SELECT count(*) FROM dead_letters") >= rows)
+        async def read_all() -> bool:
+            stored = await conn.fetchval(
+                "SELECT sum(next_offset) FROM projection_offsets WHERE projector = $1",
+                RECORDER_NAME,
+            )
+            recorded = await conn.fetchval("SELECT count(*) FROM dead_letters")
+            return bool(stored == letters and recorded >= rows)
 
-        await eventually(enough)
-        await asyncio.sleep(0.5)  # time to record what should not be there
+        await eventually(read_all)
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
