@@ -20,6 +20,7 @@ from api.artifacts import download_artifact, list_artifacts
 from api.cancel import cancel_job
 from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware, error_response
 from api.feed import FeedNotifier, job_events
+from api.firehose import firehose_events
 from api.jobs import get_job, get_stages, jobs_collection
 from api.outbox import OutboxRelay
 from api.runs import compare_runs, get_metrics
@@ -118,6 +119,7 @@ def create_app(settings: Settings) -> ASGIApp:
         Route("/jobs/{job_id}/artifacts/{name:path}", download_artifact),
         Route("/jobs/{job_id}/events", job_events),
         Route("/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+        Route("/events", firehose_events),
         Route("/runs/compare", compare_runs),
     ]
     app = Starlette(
