@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 
 from api.artifacts import download_artifact, list_artifacts
 from api.cancel import cancel_job
+from api.dashboard import Dashboard
 from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware, error_response
 from api.feed import FeedNotifier, job_events
 from api.firehose import firehose_events
@@ -121,6 +122,7 @@ def create_app(settings: Settings) -> ASGIApp:
         Route("/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
         Route("/events", firehose_events),
         Route("/runs/compare", compare_runs),
+        *Dashboard().routes(),
     ]
     app = Starlette(
         routes=routes,
