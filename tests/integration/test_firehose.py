@@ -15,8 +15,9 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 
 from api.client import FeedEvent, StagecastClient
 from streams.launcher import Launcher
-from tests.conftest import WARMUP_DSL, Pipeline, api_alone
+from tests.conftest import WARMUP_DSL, Pipeline, RunningStack, api_alone
 from tests.integration.test_api import assert_error
+from tests.integration.test_projector import eventually, outgoing, publish, running, successful_job
 
 pytestmark = pytest.mark.integration
 
@@ -206,6 +207,20 @@ async def test_without_a_resume_point_the_firehose_starts_at_the_feed_end(
                     break
 
 
+async def test_an_idle_firehose_sends_heartbeats(pipeline: Pipeline) -> None:
+    """A filter nothing matches still gets keep-alive comments (interval set for the tests)."""
+    async with (
+        httpx.AsyncClient(base_url=pipeline.api_url, timeout=30) as http,
+        http.stream("GET", f"/events?tenant={_tenant()}") as response,
+        asyncio.timeout(30),
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for line in response.aiter_lines():
+            if line.startswith(":"):
+                break
+
+
 @pytest.mark.parametrize(
     ("query", "headers", "code"),
     [
@@ -270,3 +285,53 @@ async def test_the_client_resumes_across_an_api_restart(
         pipeline, start, seen[-1].seq, "payload->>'tenant' = $3", tenant
     )
     assert {event.data["job_id"] for event in seen} == set(job_ids)
+
+
+async def test_seqs_become_visible_in_order_while_a_standby_projector_waits(
+    stack: RunningStack,
+) -> None:
+    """What exact paging by seq rests on: no reader ever sees a seq before a lower one.
+
+    Two projectors of one name run on a fresh database while batches land; each snapshot a
+    reader takes must hold every seq, of those that finally exist, below its highest one.
+    """
+    settings = await asyncio.to_thread(stack.isolated)
+    job_ids = [str(uuid.uuid4()) for _ in range(100)]
+    snapshots: list[set[int]] = []
+    conn = await asyncpg.connect(settings.require_database())
+    reader = await asyncpg.connect(settings.require_database())
+    try:
+        async with running(settings) as first, running(settings) as second:
+            done = asyncio.Event()
+
+            async def watch() -> None:
+                while not done.is_set():
+                    rows = await reader.fetch("SELECT seq FROM job_events")
+                    snapshots.append({row["seq"] for row in rows})
+                    await asyncio.sleep(0.002)
+
+            watcher = asyncio.create_task(watch())
+            in_feed = 0
+            for wave in range(0, len(job_ids), 10):
+                # Wave by wave, so that the feed grows by many commits while it is watched.
+                events = [e for job in job_ids[wave : wave + 10] for e in successful_job(job)]
+                await publish(settings, outgoing(settings, events))
+                in_feed += sum(1 for kind, _ in events if kind != "JobRequested")
+
+                async def projected(wanted: int = in_feed) -> bool:
+                    count = await conn.fetchval("SELECT count(*) FROM job_events")
+                    return bool(count == wanted)
+
+                await eventually(projected, within_s=60)
+            done.set()
+            await watcher
+        final = {row["seq"] for row in await conn.fetch("SELECT seq FROM job_events")}
+    finally:
+        await conn.close()
+        await reader.close()
+    assert sorted([first.stats.messages, second.stats.messages])[0] == 0, "two projectors wrote"
+    growing = [seen for seen in snapshots if seen and seen != final]
+    assert growing, "no snapshot caught the feed while it grew"
+    for seen in snapshots:
+        top = max(seen, default=0)
+        assert {seq for seq in final if seq <= top} <= seen
