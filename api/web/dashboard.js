@@ -10,7 +10,9 @@
     "JobFinished",
   ];
   const MAX_ROWS = 200;
-  const REFRESH_GAP_MS = 300;
+  // A busy job is re-read at most once a second; its last event always leads to a re-read.
+  const REFRESH_GAP_MS = 1000;
+  const FAILURES_AFTER_MS = 3000;
   const FAILURES_EVERY_MS = 30000;
   const REOPEN_AFTER_MS = 5000;
   const COLORS = ["#2f6fdf", "#e0832f", "#2f9f5f", "#bf3f7f", "#7f5fbf", "#5f8f9f"];
@@ -193,7 +195,7 @@
     }
     refresh(jobId);
     if (type === "JobFinished" || (type === "StageChanged" && event.status !== "STARTED")) {
-      scheduleFailures(1000);
+      scheduleFailures(FAILURES_AFTER_MS);
     }
   }
 
