@@ -18,8 +18,10 @@ from starlette.types import ASGIApp
 
 from api.artifacts import download_artifact, list_artifacts
 from api.cancel import cancel_job
+from api.dashboard import Dashboard
 from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware, error_response
 from api.feed import FeedNotifier, job_events
+from api.firehose import firehose_events
 from api.jobs import get_job, get_stages, jobs_collection
 from api.metrics import ApiMetrics, HttpMetricsMiddleware, metrics_page
 from api.outbox import OutboxRelay
@@ -123,7 +125,9 @@ def create_app(settings: Settings) -> ASGIApp:
         Route("/jobs/{job_id}/artifacts/{name:path}", download_artifact),
         Route("/jobs/{job_id}/events", job_events),
         Route("/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+        Route("/events", firehose_events),
         Route("/runs/compare", compare_runs),
+        *Dashboard().routes(),
     ]
     app = Starlette(
         routes=routes,

@@ -136,24 +136,25 @@ async def test_dead_letters_are_counted_where_they_are_sent_and_recorded(
 async def test_an_open_feed_counts_as_an_sse_client_until_it_closes(pipeline: Pipeline) -> None:
     api = urls(pipeline)["api"]
 
-    async def clients() -> float:
-        return value(await scrape(api), "stagecast_sse_clients", feed="job")
+    async def clients(feed: str) -> float:
+        return value(await scrape(api), "stagecast_sse_clients", feed=feed)
 
-    baseline = await clients()
     async with StagecastClient(pipeline.api_url) as client:
         accepted = await client.submit(kind="CODE", code="import time\ntime.sleep(6)\n")
-    async with (
-        httpx.AsyncClient(base_url=pipeline.api_url, timeout=30) as http,
-        http.stream("GET", f"/jobs/{accepted['job_id']}/events") as feed,
-    ):
-        lines = feed.aiter_lines()
-        assert (await anext(lines)).startswith("id:")
-        assert await clients() == baseline + 1
+    for feed, path in (("job", f"/jobs/{accepted['job_id']}/events"), ("all", "/events")):
+        baseline = await clients(feed)
+        async with (
+            httpx.AsyncClient(base_url=pipeline.api_url, timeout=30) as http,
+            http.stream("GET", path) as stream,
+        ):
+            lines = stream.aiter_lines()
+            assert (await anext(lines)).startswith("id:")
+            assert await clients(feed) == baseline + 1
 
-    async def closed() -> bool:
-        return await clients() == baseline
+        async def closed(feed: str = feed, baseline: float = baseline) -> bool:
+            return await clients(feed) == baseline
 
-    await eventually(closed)
+        await eventually(closed)
 
 
 async def test_a_bad_scrape_path_or_method_is_a_4xx(pipeline: Pipeline) -> None:
