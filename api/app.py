@@ -18,9 +18,12 @@ from starlette.types import ASGIApp
 
 from api.artifacts import download_artifact, list_artifacts
 from api.cancel import cancel_job
+from api.dashboard import Dashboard
 from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware, error_response
 from api.feed import FeedNotifier, job_events
+from api.firehose import firehose_events
 from api.jobs import get_job, get_stages, jobs_collection
+from api.metrics import ApiMetrics, HttpMetricsMiddleware, metrics_page
 from api.outbox import OutboxRelay
 from api.runs import compare_runs, get_metrics
 from api.watchdog import StageWatchdog
@@ -80,9 +83,12 @@ async def _sandboxes(pool: asyncpg.Pool) -> list[dict[str, Any]]:
 
 
 def create_app(settings: Settings) -> ASGIApp:
+    metrics = ApiMetrics()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.settings = settings
+        app.state.metrics = metrics
         app.state.pool = await asyncpg.create_pool(
             settings.require_database(), min_size=1, max_size=10
         )
@@ -110,6 +116,7 @@ def create_app(settings: Settings) -> ASGIApp:
     routes = [
         Route("/health", health),
         Route("/ready", ready),
+        Route("/metrics", metrics_page),
         Route("/jobs", jobs_collection, methods=["GET", "POST"]),
         Route("/jobs/{job_id}", get_job),
         Route("/jobs/{job_id}/stages", get_stages),
@@ -118,15 +125,18 @@ def create_app(settings: Settings) -> ASGIApp:
         Route("/jobs/{job_id}/artifacts/{name:path}", download_artifact),
         Route("/jobs/{job_id}/events", job_events),
         Route("/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+        Route("/events", firehose_events),
         Route("/runs/compare", compare_runs),
+        *Dashboard().routes(),
     ]
     app = Starlette(
         routes=routes,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
-    # Outermost, so that even a 500 from Starlette's error middleware carries the request id.
-    return RequestIdMiddleware(app)
+    # Outermost, so that even a 500 from Starlette's error middleware carries the request id
+    # and is counted.
+    return RequestIdMiddleware(HttpMetricsMiddleware(app, metrics))
 
 
 def run_api(settings: Settings) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -164,6 +164,60 @@ class StagecastClient:
                         yield event
                         if event.type in TERMINAL_EVENTS:
                             return
+            except httpx.TransportError:
+                failures += 1
+                if not connected or failures > reconnects:
+                    raise
+                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+
+    async def firehose(
+        self,
+        after: int | None = None,
+        *,
+        tenants: Sequence[str] = (),
+        types: Sequence[str] = (),
+        stages: Sequence[str] = (),
+        jobs: Sequence[str] = (),
+        reconnects: int = 5,
+    ) -> AsyncGenerator[FeedEvent, None]:
+        """Every job's events (GET /events) after `after`, or from now on when it is None.
+
+        It never ends by itself (`aclose()` it). A dropped connection is resumed with
+        Last-Event-ID (up to `reconnects` times in a row); the feed's first message names where
+        it started, so a drop before any event resumes there too. A first connection that fails
+        is not retried.
+        """
+        params = [("tenant", tenant) for tenant in tenants]
+        params += [("type", ",".join(types))] if types else []
+        params += [("stage", ",".join(stages))] if stages else []
+        params += [("job", ",".join(jobs))] if jobs else []
+        last = after
+        failures = 0
+        connected = False
+        while True:
+            headers = {"Last-Event-ID": str(last)} if last is not None else {}
+            try:
+                async with aconnect_sse(
+                    self._http,
+                    "GET",
+                    "/events",
+                    params=params,
+                    headers=headers,
+                    timeout=httpx.Timeout(30.0, read=FEED_READ_TIMEOUT_S),
+                ) as source:
+                    connected = True
+                    if source.response.status_code != 200:
+                        await source.response.aread()
+                        raise ApiRequestError(
+                            source.response.status_code, _error_body(source.response)
+                        )
+                    async for sse in source.aiter_sse():
+                        if sse.id:
+                            last = int(sse.id)
+                        if not sse.data:
+                            continue  # a heartbeat, or the start's position alone
+                        failures = 0
+                        yield FeedEvent(int(sse.id), sse.event, json.loads(sse.data))
             except httpx.TransportError:
                 failures += 1
                 if not connected or failures > reconnects:

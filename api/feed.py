@@ -32,12 +32,13 @@ class FeedNotifier:
     """One LISTEN connection per API process; wakes the feeds of the jobs a commit touched.
 
     The projector's payload is `<max seq> <job id> <job id> ...`, or just `<max seq>` when
-    the list would not fit a NOTIFY; then every feed wakes.
+    the list would not fit a NOTIFY; then every feed wakes. The firehose wakes at every commit.
     """
 
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
         self._watchers: dict[uuid.UUID, set[asyncio.Event]] = {}
+        self._every_commit: set[asyncio.Event] = set()
         self._conn: asyncpg.Connection | None = None
         self._keeper: asyncio.Task[None] | None = None
 
@@ -84,6 +85,8 @@ class FeedNotifier:
         head, *jobs = str(payload).split() or [""]
         if ascii_int(head) is None:
             return
+        for event in self._every_commit:
+            event.set()
         if not jobs:
             self._wake_all()
             return
@@ -96,7 +99,7 @@ class FeedNotifier:
                 event.set()
 
     def _wake_all(self) -> None:
-        for events in self._watchers.values():
+        for events in (*self._watchers.values(), self._every_commit):
             for event in events:
                 event.set()
 
@@ -113,9 +116,32 @@ class FeedNotifier:
             if not events:
                 del self._watchers[job_id]
 
+    @contextlib.contextmanager
+    def watch_every_commit(self) -> Iterator[asyncio.Event]:
+        """An event set after every commit that added to the feed; watch before reading."""
+        event = asyncio.Event()
+        self._every_commit.add(event)
+        try:
+            yield event
+        finally:
+            self._every_commit.discard(event)
+
 
 def parse_last_event_id(request: Request) -> int:
-    raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    """Where a job feed resumes: Last-Event-ID, else `?after=`, else its start."""
+    resume = parse_resume_point(request)
+    return 0 if resume is None else resume
+
+
+def parse_resume_point(request: Request) -> int | None:
+    """The seq a feed resumes after: Last-Event-ID (an EventSource's reconnect), else `?after=`.
+
+    None when neither is given (or both are empty). The header wins because a reconnecting
+    EventSource sends it with the URL it first opened, `?after=` included.
+    """
+    raw = request.headers.get("last-event-id") or request.query_params.get("after")
+    if not raw:
+        return None
     seq = ascii_int(raw)
     if seq is None or seq > _MAX_SEQ:
         raise ApiError(
@@ -189,7 +215,7 @@ async def job_events(request: Request) -> Response:
     if ended_at is not None and ended_at <= after:
         # Nothing will follow: 204 tells an EventSource to stop reconnecting.
         return Response(status_code=204)
-    events = job_feed(state.pool, state.notifier, job_id, after)
+    events = state.metrics.connected("job", job_feed(state.pool, state.notifier, job_id, after))
     return EventSourceResponse(
         events, ping=state.settings.sse_heartbeat_s, headers={"Cache-Control": "no-store"}
     )

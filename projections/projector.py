@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from projections.batch import Batch
+from projections.metrics import ProjectorMetrics
 from projections.migrate import migrate
 from projections.writer import NOTIFY_CHANNEL, Applied, ProjectionWriter
 from schemas.codec import Codec, default_codec
@@ -96,6 +97,7 @@ class Projector:
         # The Postgres schema written (a replay's own); None: the live projections.
         self.schema = schema
         self.stats = ProjectorStats()
+        self.metrics = ProjectorMetrics(name, self.stats)
         self._step = "connecting"
         self.topics = (settings.topics.requests, settings.topics.events, settings.topics.progress)
         # Only the live projector dead-letters, so a replay does not repeat its letters; and
@@ -254,7 +256,8 @@ class Projector:
             ]
             await self.publisher.publish(letters)
             self.stats.dead_lettered += len(letters)
-        return await writer.apply(batch)
+        with self.metrics.batch_seconds.time():
+            return await writer.apply(batch)
 
     async def _check_log(self, consumer: AIOKafkaConsumer, generation: str, fetched: bool) -> None:
         """Raise GenerationChanged unless the log read is still the one the offsets point into.

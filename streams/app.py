@@ -21,11 +21,13 @@ from streams.control import ControlFeed, ControlListener
 from streams.dispatcher import Dispatcher
 from streams.dispatches import DispatchLedger
 from streams.envelope import Origin
+from streams.exposition import serve_metrics
 from streams.intake import Intake
 from streams.producer import EventPublisher
 from streams.runner import StageCommand, StageLogic, StageReporter, StageRunner
 from streams.settings import STAGES, Settings
 from streams.stage import Outcome, Problem, StageFailure
+from streams.worker_metrics import WorkerMetrics
 
 # How often a worker with an execute stage says again which protections its sandbox has.
 SANDBOX_REPORT_S = 30.0
@@ -176,6 +178,7 @@ def build_app(
     codec: Codec | None = None,
     stages: Mapping[str, StageLogic] | None = None,
     dispatcher: bool = True,
+    metrics: WorkerMetrics | None = None,
 ) -> faust.App:
     """A worker app running the dispatcher and the enabled stages."""
     codec = codec or default_codec()
@@ -200,6 +203,7 @@ def build_app(
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     publisher = EventPublisher(settings, codec)
     app.publisher = publisher
+    metrics = metrics or WorkerMetrics()
 
     @app.on_partitions_assigned.connect
     def _joined(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -237,7 +241,7 @@ def build_app(
     if dispatcher:
         app.ledger = DispatchLedger(settings.require_database())
         handler = Dispatcher(publisher, settings, app.ledger).handle
-        intake = Intake("JobRequested", handler, publisher, codec, settings)
+        intake = Intake("JobRequested", handler, publisher, codec, settings, metrics)
         add_agent("dispatcher", settings.topics.requests, intake)
     cancels = ControlListener()
     long_stages = [name for name in LONG_STAGES if name in settings.enabled_stages]
@@ -248,16 +252,18 @@ def build_app(
         # that ran it) fails its job visibly rather than waiting for a consumer forever.
         stage = logic[name] if name in settings.enabled_stages else unavailable
         history = app.history if name in long_stages else None
-        runner = StageRunner(name, stage, publisher, settings, cancels, history)
-        intake = Intake("StageCommand", runner.handle, publisher, codec, settings)
+        runner = StageRunner(name, stage, publisher, settings, cancels, history, metrics)
+        intake = Intake("StageCommand", runner.handle, publisher, codec, settings, metrics)
         add_agent(f"stage-{name}", settings.topics.stage(name), intake)
-    control = Intake("CancelRequested", cancels.handle, publisher, codec, settings)
+    control = Intake("CancelRequested", cancels.handle, publisher, codec, settings, metrics)
     app.control = ControlFeed(settings, control)
     return app
 
 
 def run_worker(settings: Settings, dispatcher: bool = True) -> None:
     """Run a faust worker until SIGINT/SIGTERM."""
-    app = build_app(settings, dispatcher=dispatcher)
+    metrics = WorkerMetrics()
+    app = build_app(settings, dispatcher=dispatcher, metrics=metrics)
+    serve_metrics(metrics.registry, settings.metrics_host, settings.worker_metrics_port, "worker")
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

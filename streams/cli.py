@@ -78,6 +78,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             + ("  (embedded Tansu)" if launcher.broker else "")
         )
         print(f"  Postgres   {s.database_url}" + ("  (embedded)" if launcher.database else ""))
+        print("  metrics    " + "  ".join(launcher.metrics_urls().values()))
         print(f"  logs       {launcher.state_dir}/*.log")
         print("Ctrl-C stops everything.", flush=True)
         _supervise(launcher)
@@ -95,9 +96,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_projector(args: argparse.Namespace) -> int:
-    from projections.projector import run_projector
+    from projections.service import run_projector_process
 
-    asyncio.run(run_projector(_settings()))
+    asyncio.run(run_projector_process(_settings()))
     return 0
 
 

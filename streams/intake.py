@@ -14,6 +14,7 @@ from schemas.codec import Codec, DecodeError
 from streams.envelope import Origin, dead_letter
 from streams.producer import EventPublisher
 from streams.settings import Settings
+from streams.worker_metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,14 @@ class Intake:
         publisher: EventPublisher,
         codec: Codec,
         settings: Settings,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.expected = expected
         self.handler = handler
         self.publisher = publisher
         self.codec = codec
         self.settings = settings
+        self.metrics = metrics or WorkerMetrics()
 
     async def receive(self, origin: Origin) -> None:
         """Handle one message; outages are waited out, everything else ends here."""
@@ -109,3 +112,4 @@ class Intake:
 
     async def _dead_letter(self, origin: Origin, code: str, reason: str) -> None:
         await self.publisher.publish([dead_letter(self.settings, origin, code, reason)])
+        self.metrics.dead_lettered(origin.topic, code)

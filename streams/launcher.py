@@ -86,6 +86,10 @@ class Launcher:
             updates["database_url"] = self.database.url("stagecast")
         if not self.settings.api_port:
             updates["api_port"] = free_port(self.settings.api_host)
+        # A stack always serves its worker's and projector's metrics (README "Observability").
+        for port in ("worker_metrics_port", "projector_metrics_port"):
+            if not getattr(self.settings, port):
+                updates[port] = free_port(self.settings.metrics_host)
         self.settings = self.settings.model_copy(update=updates)
         asyncio.run(prepare(self.settings))
         self.api_url = f"http://{self.settings.api_host}:{self.settings.api_port}"
@@ -159,6 +163,16 @@ class Launcher:
         worker = self.children.get("worker")
         return worker is None or self.settings.worker_ready_file(worker.pid).exists()
 
+    def metrics_urls(self) -> dict[str, str]:
+        """Where each process of the stack serves its Prometheus metrics."""
+        s = self.settings
+        urls = {"api": f"{self.api_url}/metrics"}
+        ports = {"worker": s.worker_metrics_port, "projector": s.projector_metrics_port}
+        for name, port in ports.items():
+            if port:
+                urls[name] = f"http://{s.metrics_host}:{port}/metrics"
+        return urls
+
     def write_stack_file(self) -> None:
         pids: dict[str, int | None] = {name: proc.pid for name, proc in self.children.items()}
         pids["broker"] = self.broker.pid if self.broker else None
@@ -167,6 +181,7 @@ class Launcher:
             "api_url": self.api_url,
             "kafka_bootstrap_servers": self.settings.kafka_bootstrap_servers,
             "database_url": self.settings.database_url,
+            "metrics": self.metrics_urls(),
             "launcher_pid": os.getpid(),
             "pids": pids,
         }

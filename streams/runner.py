@@ -22,6 +22,7 @@ from streams.intake import Refused
 from streams.producer import EventPublisher, Outgoing, event_id_for
 from streams.settings import STAGES, Settings
 from streams.stage import Outcome, Problem, StageCancelled, StageFailure, StageResult
+from streams.worker_metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +233,7 @@ class StageRunner:
         settings: Settings,
         cancels: ControlListener | None = None,
         history: AttemptHistory | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.stage = stage
         self.logic = logic
@@ -241,6 +243,7 @@ class StageRunner:
         self.cancels = cancels or ControlListener()
         # For a long stage: which attempt a delivery is (streams/attempts.py).
         self.history = history
+        self.metrics = metrics or WorkerMetrics()
         # The job's stage running here now: a second delivery of its command (a rebalance
         # hands the partition back and it is read again) waits for it instead of running it
         # again beside it, and is acknowledged only once the first one has ended.
@@ -282,7 +285,7 @@ class StageRunner:
             if resumed is None:
                 return
             command = resumed
-        with self.cancels.watch(command.job_id) as cancel:
+        with self.cancels.watch(command.job_id) as cancel, self.metrics.running(self.stage):
             await self._attempt(command, cancel)
 
     async def _resumed(self, command: StageCommand, history: AttemptHistory) -> StageCommand | None:
@@ -339,9 +342,11 @@ class StageRunner:
         reported = reporter.reported
         if self.cancels.ended_elsewhere(command.job_id):
             # The watchdog gave up on this attempt and ended the job: its end stands alone.
+            self.metrics.ran(self.stage, "ENDED_ELSEWHERE", duration_ms)
             await asyncio.gather(*in_flight)
             return
         if isinstance(outcome, StageCancelled):
+            self.metrics.ran(self.stage, "CANCELLED", duration_ms)
             changed = self._changed(
                 command,
                 "CANCELLED",
@@ -364,8 +369,10 @@ class StageRunner:
                 problem = Problem("OUTPUT_INVALID", f"{type(error).__name__}: {error}")
                 outcome = StageFailure((problem,))
             else:
+                self.metrics.ran(self.stage, "SUCCEEDED", duration_ms)
                 await self._deliver(outgoing, in_flight)
                 return
+        self.metrics.ran(self.stage, "FAILED", duration_ms)
         await self._deliver(self._failed(command, outcome, duration_ms, reported), in_flight)
 
     async def _deliver(

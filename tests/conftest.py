@@ -35,8 +35,15 @@ class RunningStack:
         database = self.launcher.database
         assert database is not None, "isolated() needs the embedded database"
         asyncio.run(create_database(database.url(), name))
+        # Without metrics ports: the shared stack's processes hold those.
         settings = self.settings.model_copy(
-            update={"topic_prefix": name, "app_id": name, "database_url": database.url(name)}
+            update={
+                "topic_prefix": name,
+                "app_id": name,
+                "database_url": database.url(name),
+                "worker_metrics_port": None,
+                "projector_metrics_port": None,
+            }
             | overrides
         )
         asyncio.run(prepare(settings))

@@ -1,0 +1,71 @@
+"""The projector process (`stagecast projector`): the live projector, with the dead-letter
+recorder and the consumer-lag sampler beside it, and their metrics on a port of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import CollectorRegistry
+
+from projections.dead_letters import RECORDER_NAME, DeadLetterRecorder
+from projections.lag import PROJECTOR_GROUP_PREFIX, LagSampler
+from projections.metrics import LagMetrics, RecorderMetrics
+from projections.migrate import migrate
+from projections.projector import Projector
+from schemas.codec import default_codec
+from streams.exposition import serve_metrics
+from streams.settings import Settings
+
+# A companion that fails on a bug starts again after this pause, without the projector.
+_COMPANION_RESTART_S = 5.0
+
+log = logging.getLogger(__name__)
+
+
+async def run_projector_process(settings: Settings) -> None:
+    """Migrate, then project, record dead letters and sample lag until SIGINT or SIGTERM."""
+    await migrate(settings.require_database())
+    codec = default_codec()
+    projector = Projector(settings, codec)
+    recorder = DeadLetterRecorder(settings, codec)
+    sampler = LagSampler(settings, projectors=(projector.name, RECORDER_NAME))
+    registry = CollectorRegistry()
+    registry.register(projector.metrics)
+    registry.register(RecorderMetrics(recorder.stats))
+    own_groups = [PROJECTOR_GROUP_PREFIX + name for name in (projector.name, RECORDER_NAME)]
+    registry.register(LagMetrics(sampler, own_groups))
+    server = serve_metrics(
+        registry, settings.metrics_host, settings.projector_metrics_port, "projector"
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(projector.run(stop))
+            tasks.create_task(_companion("dead-letter recorder", recorder.run, stop))
+            tasks.create_task(_companion("lag sampler", sampler.run, stop))
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if server is not None:
+            server.stop()
+
+
+async def _companion(
+    name: str, run: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event
+) -> None:
+    """Run a companion of the projector; a bug in it is logged and it starts again, while
+    the projector goes on (the projector's own bugs stop the process)."""
+    while not stop.is_set():
+        try:
+            await run(stop)
+        except Exception:
+            log.exception("%s failed; starting it again in %g s", name, _COMPANION_RESTART_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _COMPANION_RESTART_S)
