@@ -4,11 +4,12 @@ in large set-based batches.
 A replay needs little of the live projector's care. Its source is the archive (already in the
 order the live projector applied it) or the topics read to fixed ends and put in feed order
 once (projections/feed_order.py), so there is no consistent cut to wait for; its schema is
-empty and written by it alone, so copies are dropped here by event id and the feed's seq and the
-archive's positions and hashes (the layout of projections/archive.py) are computed here. Rows
-are copied in large batches and folded by the same SQL as a live batch (fold_batch, through
-rebuild_batch: migrations/010) while the next batch is decoded; the keys and indexes that a
-batch would only slow down are built once, at the end.
+empty and written by it alone, so copies are dropped here by event id (a set of every event id
+seen: about a hundred bytes an event) and the feed's seq and the archive's positions and hashes
+(the layout of projections/archive.py) are computed here. Rows go in large batches: the feed
+and the archive by COPY straight into their tables, the rest through the same fold as a live
+batch (fold_batch: migrations/010), while the next batch is decoded; the keys and indexes that
+a batch would only slow down are built once, at the end.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import asyncio
 import contextlib
 import gc
 import hashlib
-import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,19 +30,17 @@ from projections.batch import STAGED_COLUMNS, MalformedEvent, StagedRow, staged_
 from projections.migrate import quoted
 from schemas.codec import Codec, DecodeError
 
-log = logging.getLogger(__name__)
-
 # Rows per COPY and fold: large enough that per-statement costs vanish, small enough that a
 # batch's fold overlaps the decoding of the next.
 BATCH_ROWS = 10_000
 
-_NOT_FOLDED = frozenset({"payload", "message_key", "message_value"})
 # What the fold reads: the staged events with their seq (projector_new is all of them).
 _SESSION_TABLES = """
 CREATE TEMP TABLE projector_batch (LIKE staged_event, seq bigint) ON COMMIT DELETE ROWS;
 CREATE TEMP VIEW projector_new AS SELECT * FROM projector_batch;
 """
 # The fold needs no feed payload (it goes straight to job_events) nor message bytes.
+_NOT_FOLDED = frozenset({"payload", "message_key", "message_value"})
 _FOLDED_COLUMNS = (*(c for c in STAGED_COLUMNS if c not in _NOT_FOLDED), "seq")
 _FEED_COLUMNS = (
     "seq",
@@ -178,7 +176,6 @@ class Rebuild:
         self._folding: asyncio.Task[None] | None = None
         # The statements that build the deferred keys and indexes again, in order.
         self._deferred: list[str] = []
-        self.applied = 0
 
     async def start(self) -> None:
         """Session tables; the deferred indexes and keys dropped (kept to build at the end)."""
@@ -225,7 +222,7 @@ class Rebuild:
         except BaseException:
             await transaction.rollback()
             raise
-        self._folding = asyncio.create_task(self._fold(transaction, len(numbered.folded)))
+        self._folding = asyncio.create_task(self._fold(transaction))
         # Let the fold's statement go out before the caller goes back to decoding.
         await asyncio.sleep(0)
 
@@ -338,11 +335,10 @@ class Rebuild:
         self._archive_head = previous
         return numbered
 
-    async def _fold(self, transaction: Transaction, rows: int) -> None:
-        """The copied batch folded and archived, and committed."""
+    async def _fold(self, transaction: Transaction) -> None:
+        """The copied batch folded, and committed."""
         await self._conn.execute("SELECT fold_batch()")
         await transaction.commit()
-        self.applied += rows
 
     async def abandon(self) -> None:
         """Stop the batch being folded, if any: the caller gives up (and closes the connection,
