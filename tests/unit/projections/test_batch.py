@@ -33,6 +33,19 @@ def test_jsonb_text_is_text_postgres_accepts() -> None:
     assert "\\u0000" not in text
 
 
+def test_what_the_fast_json_path_refuses_is_written_as_before() -> None:
+    # orjson refuses lone surrogates, integers past 64 bits and keys that are not strings;
+    # the json module's path writes them, and PostgreSQL takes what it writes.
+    value = {"lone": "a\ud800b", "big": 2**70, "nan": float("nan"), 1: "one"}
+    assert json.loads(jsonb_text(value)) == {
+        "lone": "a?b",
+        "big": 2**70,
+        "nan": None,
+        "1": "one",
+    }
+    assert json.loads(jsonb_text({"ok": [1.5, "é", None]})) == {"ok": [1.5, "é", None]}
+
+
 def test_artifact_bytes_stay_out_of_the_feed_payload() -> None:
     record = common(
         stage="codegen",
