@@ -220,7 +220,8 @@ async def _from_topics(
                 found = await consumer.offsets_for_times(dict.fromkeys(read.partitions, moment))
                 starts = {tp: ends[tp] if at is None else at.offset for tp, at in found.items()}
             generation = (await broker_state(consumer._client)).generation
-            counts = await _read_partitions(consumer, codec, starts, ends, rebuild)
+            since_ms = None if since is None else int(since.timestamp() * 1000)
+            counts = await _read_partitions(consumer, codec, starts, ends, since_ms, rebuild)
         await rebuild.finish(
             replay_name(schema),
             generation,
@@ -237,10 +238,16 @@ async def _read_partitions(
     codec: Codec,
     starts: dict[TopicPartition, int],
     ends: dict[TopicPartition, int],
+    since_ms: int | None,
     rebuild: Rebuild,
 ) -> tuple[int, int]:
     """Each partition read from its start to its end into `rebuild`; the messages read, and
-    those skipped."""
+    those skipped.
+
+    With `since_ms`, a partition's messages count from its first one sent at or after it, as
+    ListOffsets by time defines it: the embedded broker answers that request with the start of
+    a partition that holds no such message, so the start it gave is only where reading begins.
+    """
     merge = WindowedMerge(STAGED_COLUMNS, ends)
     left = set()
     for tp in ends:
@@ -251,10 +258,17 @@ async def _read_partitions(
             merge.end(tp)
     count = skipped = 0
     pending: list[StagedRow] = []
+    begun = set(ends) if since_ms is None else set()
     while left:
         fetched = await consumer.getmany(*left, timeout_ms=1000, max_records=_FETCH_RECORDS)
         for tp, messages in fetched.items():
-            wanted = [m for m in messages if m.offset < ends[tp]]
+            in_range = [m for m in messages if m.offset < ends[tp]]
+            wanted = in_range
+            if tp not in begun:
+                first = next((n for n, m in enumerate(in_range) if m.timestamp >= since_ms), None)
+                if first is not None:
+                    begun.add(tp)
+                wanted = [] if first is None else in_range[first:]
             count += len(wanted)
             staged = stage(
                 codec,
@@ -262,7 +276,7 @@ async def _read_partitions(
             )
             merge.add(tp, staged.rows)
             skipped += staged.unreadable
-            if len(wanted) < len(messages) or await consumer.position(tp) >= ends[tp]:
+            if len(in_range) < len(messages) or await consumer.position(tp) >= ends[tp]:
                 left.discard(tp)
                 merge.end(tp)
         # Windows follow each other in feed order: a batch may hold several, or part of one.

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -224,3 +225,28 @@ async def test_a_replay_skips_what_the_live_projector_skipped_and_refuses_a_fore
         await conn.close()
     with pytest.raises(ValueError, match="not a replay's"):
         await replay(settings, default_codec(), "keepsakes")
+
+
+async def test_a_replay_from_a_time_rebuilds_only_what_was_sent_since(
+    stack: RunningStack,
+) -> None:
+    settings = await asyncio.to_thread(stack.isolated)
+    before, after = str(uuid.uuid4()), str(uuid.uuid4())
+    await publish(settings, outgoing(settings, successful_job(before)))
+    await asyncio.sleep(0.05)
+    since = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    await publish(settings, outgoing(settings, successful_job(after)))
+    async with running(settings) as projector:
+        await consumed(projector, 2 * len(successful_job(after)))
+
+    done = await replay(settings, default_codec(), "replay_since", since=since)
+    assert (done.events, done.skipped) == (len(successful_job(after)), 0)
+    conn = await asyncpg.connect(settings.require_database())
+    try:
+        jobs = await conn.fetch("SELECT job_id::text, status FROM replay_since.jobs")
+        archived = await conn.fetchval("SELECT count(*) FROM replay_since.event_archive")
+    finally:
+        await conn.close()
+    assert [tuple(row) for row in jobs] == [(after, "SUCCEEDED")]
+    assert archived == len(successful_job(after))
