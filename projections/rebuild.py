@@ -170,6 +170,8 @@ class Rebuild:
         self._conn = conn
         self._seen: set[str] = set()
         self._requested: set[str] = set()
+        # Each job's id as bytes, for the hashes: a job has dozens of events.
+        self._job_bytes: dict[str, bytes] = {}
         self._ord = 0
         self._seq = 0
         self._archive_head = GENESIS
@@ -292,7 +294,7 @@ class Rebuild:
                 partition,
                 offset,
                 event_type,
-                None if job_id is None else _uuid_bytes(job_id),
+                None if job_id is None else self._job_id_bytes(job_id),
                 occurred_at,
                 key,
                 value,
@@ -334,6 +336,12 @@ class Rebuild:
             previous = digest
         self._archive_head = previous
         return numbered
+
+    def _job_id_bytes(self, job_id: str) -> bytes:
+        known = self._job_bytes.get(job_id)
+        if known is None:
+            known = self._job_bytes[job_id] = _uuid_bytes(job_id)
+        return known
 
     async def _fold(self, transaction: Transaction) -> None:
         """The copied batch folded, and committed."""
