@@ -9,7 +9,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -272,6 +272,25 @@ _OCCURRED_AT = STAGED_COLUMNS.index("occurred_at")
 _MERGE = FeedMerge(STAGED_COLUMNS)
 
 
+class Consumed(NamedTuple):
+    """One consumed message and what staging it gave: its row, or why it cannot be stored."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    row: StagedRow | None
+    # An event whose causal neighbours went to another topic (see Batch.needs_cut).
+    asks_cut: bool
+    refused: Unstorable | None
+
+    @property
+    def occurred_at(self) -> datetime | None:
+        """When the event happened; None for a message that is not a storable event."""
+        return None if self.row is None else self.row[_OCCURRED_AT]
+
+
 @dataclass
 class Batch:
     """Messages consumed since the last commit: their staged rows and how far each partition got."""
@@ -288,10 +307,8 @@ class Batch:
     _event_ids: set[str] = field(default_factory=set, init=False, repr=False)
     _requested: set[str] = field(default_factory=set, init=False, repr=False)
     _latest: datetime | None = field(default=None, init=False, repr=False)
-    # Every message as consumed, (topic, partition, offset, key, value, event time), for trim().
-    _consumed: list[tuple[str, int, int, bytes | None, bytes | None, datetime | None]] = field(
-        default_factory=list, init=False, repr=False
-    )
+    # Every message as consumed and staged, for trimmed(): a trimmed batch decodes nothing again.
+    _consumed: list[Consumed] = field(default_factory=list, init=False, repr=False)
     # Per partition, the event time of the first decodable message read, and the latest:
     # whatever was appended before a message not read yet happened before `reached`.
     began: dict[tuple[str, int], datetime] = field(default_factory=dict, init=False)
@@ -325,12 +342,13 @@ class Batch:
         """
         kept = Batch(self.codec)
         resume: dict[tuple[str, int], int] = {}
-        for topic, partition, offset, key, value, occurred_at in self._consumed:
-            tp = (topic, partition)
+        for consumed in self._consumed:
+            tp = (consumed.topic, consumed.partition)
+            occurred_at = consumed.occurred_at
             if tp not in resume and occurred_at is not None and occurred_at >= cut:
-                resume[tp] = offset
+                resume[tp] = consumed.offset
             if tp not in resume:
-                kept.add(topic, partition, offset, value, key)
+                kept.take(consumed)
         return kept, resume
 
     def starts_before(self, cut: datetime) -> bool:
@@ -343,12 +361,8 @@ class Batch:
         return self._latest
 
     def event_time(self, value: bytes | None) -> datetime | None:
-        """When the event in `value` happened; None for bytes that are not an event."""
-        try:
-            _, record = self.codec.decode(value or b"")
-            return _occurred_at(record["occurred_at"])
-        except (DecodeError, MalformedEvent, KeyError):
-            return None
+        """When the event in `value` happened; None for bytes that are not a storable event."""
+        return self.stage("", 0, 0, value).occurred_at
 
     def add(
         self,
@@ -359,28 +373,50 @@ class Batch:
         key: bytes | None = None,
     ) -> None:
         """Stage one message; bytes that are not a storable event are kept in `unstorable`."""
-        self.messages += 1
-        self.next_offsets[(topic, partition)] = offset + 1
+        self.take(self.stage(topic, partition, offset, value, key))
+
+    def stage(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        value: bytes | None,
+        key: bytes | None = None,
+    ) -> Consumed:
+        """One message decoded and staged, not yet taken into the batch (see `take`)."""
         try:
             event_type, record = self.codec.decode(value or b"")
             row = staged_row(
                 len(self.rows), topic, partition, offset, event_type, record, key, value or b""
             )
         except (DecodeError, ValueError, KeyError, TypeError) as exc:
-            self._consumed.append((topic, partition, offset, key, value, None))
-            self.undecodable += 1
             code = exc.code if isinstance(exc, DecodeError) else "MALFORMED_EVENT"
             reason = str(exc) if isinstance(exc, DecodeError | MalformedEvent) else repr(exc)
             origin = Origin(topic, partition, offset, key, value or b"")
-            self.unstorable.append(Unstorable(origin, code, reason))
-            log.warning("skipped %s[%d]@%d: %s", topic, partition, offset, reason)
-            return
-        if event_type in PROGRESS_EVENTS or (
+            return Consumed(
+                topic, partition, offset, key, value, None, False, Unstorable(origin, code, reason)
+            )
+        asks_cut = event_type in PROGRESS_EVENTS or (
             event_type == "StageChanged" and record.get("reported", 0) > 0
-        ):
+        )
+        return Consumed(topic, partition, offset, key, value, row, asks_cut, None)
+
+    def take(self, consumed: Consumed) -> None:
+        """A staged message into the batch: its row unless its event id is here already, how
+        far its partition got, and its event time."""
+        topic, partition, offset, _, value, row, asks_cut, refused = consumed
+        self.messages += 1
+        self.next_offsets[(topic, partition)] = offset + 1
+        self._consumed.append(consumed)
+        if row is None:
+            assert refused is not None
+            self.undecodable += 1
+            self.unstorable.append(refused)
+            log.warning("skipped %s[%d]@%d: %s", topic, partition, offset, refused.reason)
+            return
+        if asks_cut:
             self.needs_cut = True
         occurred_at: datetime = row[_OCCURRED_AT]
-        self._consumed.append((topic, partition, offset, key, value, occurred_at))
         tp = (topic, partition)
         self.began.setdefault(tp, occurred_at)
         reached = self.reached.get(tp)
@@ -393,8 +429,11 @@ class Batch:
             self.repeated += 1
             return
         self._event_ids.add(event_id)
+        if row[0] != len(self.rows):
+            # Staged for another batch (this one is trimmed from it): numbered here.
+            row = (len(self.rows), *row[1:])
         self.rows.append(row)
-        if event_type == "JobRequested" and value is not None and row[2] not in self._requested:
+        if row[3] == "JobRequested" and value is not None and row[2] not in self._requested:
             # The first body of a job id is the one kept; a copy under another event id is not.
             self._requested.add(row[2])
             self.requests.append((row[2], row[4], value))

@@ -417,13 +417,16 @@ class Projector:
             fetched = await consumer.getmany(*targets, timeout_ms=50, max_records=_FETCH_CHUNK)
             for tp, messages in fetched.items():
                 for message in messages:
-                    occurred_at = batch.event_time(message.value)
+                    consumed = batch.stage(
+                        tp.topic, tp.partition, message.offset, message.value, message.key
+                    )
+                    occurred_at = consumed.occurred_at
                     if occurred_at is not None and occurred_at > cut:
                         # Past the cut: it opens the next batch, with what came before it.
                         consumer.seek(tp, message.offset)
                         open_.discard(tp)
                         break
-                    batch.add(tp.topic, tp.partition, message.offset, message.value, message.key)
+                    batch.take(consumed)
                 else:
                     if await consumer.position(tp) >= ends[tp]:
                         open_.discard(tp)
