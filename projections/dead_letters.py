@@ -33,6 +33,7 @@ RECORDER_NAME = "deadletters"
 WRONG_EVENT = "WRONG_EVENT"
 
 _IDLE_POLL_MS = 200
+_IDLE_GENERATION_CHECK_S = 2.0
 _FETCH_RECORDS = 500
 _RECONNECT_DELAY_S = 1.0
 _STATEMENT_TIMEOUT_S = 60.0
@@ -319,13 +320,20 @@ class DeadLetterRecorder:
         generation: str,
         stop: asyncio.Event,
     ) -> None:
+        loop = asyncio.get_running_loop()
+        checked_at = loop.time()
         while not stop.is_set():
             fetched = await consumer.getmany(timeout_ms=_IDLE_POLL_MS, max_records=_FETCH_RECORDS)
-            if not fetched:
+            # Asked after every fetch that brought letters, and every few seconds while none
+            # come: a restarted broker's log may hold nothing at the old positions.
+            if not fetched and loop.time() - checked_at < _IDLE_GENERATION_CHECK_S:
                 continue
+            checked_at = loop.time()
             now = (await broker_state(consumer._client)).generation
             if now != generation:
                 raise GenerationChanged(f"broker generation changed from {generation} to {now}")
+            if not fetched:
+                continue
             letters = [
                 recorded_letter(self.codec, tp.topic, tp.partition, m.offset, m.key, m.value)
                 for tp, messages in fetched.items()

@@ -41,6 +41,9 @@ _RECONNECT_DELAY_S = 1.0
 _STATEMENT_TIMEOUT_S = 120.0
 # How long a session may take to start, from holding the lock to its first fetch.
 _SESSION_START_S = 30.0
+# An idle projector asks the broker its generation this often: after a broker restart, fetches
+# at the old positions may bring nothing, and nothing fetched would otherwise mean no check.
+_IDLE_GENERATION_CHECK_S = 2.0
 
 # What a restarted, unreachable or terminated database looks like (ConnectionError included,
 # an OSError); anything else is a bug and stops the projector.
@@ -99,6 +102,7 @@ class Projector:
         self.stats = ProjectorStats()
         self.metrics = ProjectorMetrics(name, self.stats)
         self._step = "connecting"
+        self._generation_checked_at = 0.0
         self.topics = (settings.topics.requests, settings.topics.events, settings.topics.progress)
         # Only the live projector dead-letters, so a replay does not repeat its letters; and
         # not `requests`, whose bad messages the dispatcher (an Intake) dead-letters already.
@@ -262,11 +266,15 @@ class Projector:
     async def _check_log(self, consumer: AIOKafkaConsumer, generation: str, fetched: bool) -> None:
         """Raise GenerationChanged unless the log read is still the one the offsets point into.
 
-        Run after a fetch and before its batch commits: what came from another generation is
-        never committed. A partition whose position is past its end (a topic created again)
-        starts over, said in the log; duplicates are dropped by event id.
+        Run after a fetch and before its batch commits, so what came from another generation
+        is never committed; and every few seconds while nothing comes, so a restarted broker is
+        noticed even when the old positions fetch nothing from its new log. A partition whose
+        position is past its end (a topic created again) starts over, said in the log;
+        duplicates are dropped by event id.
         """
-        if fetched:
+        clock = asyncio.get_running_loop().time()
+        if fetched or clock - self._generation_checked_at >= _IDLE_GENERATION_CHECK_S:
+            self._generation_checked_at = clock
             now = (await broker_state(consumer._client)).generation
             if now != generation:
                 raise GenerationChanged(f"broker generation changed from {generation} to {now}")
