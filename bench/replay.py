@@ -105,8 +105,8 @@ async def bench(settings: Settings, count: int, spacing_ms: int) -> None:
             f"  ({rate / read_rate:.0%} of the raw read)"
         )
     print(
-        f"  before: the live path into a schema {before_s:5.2f} s  {count / before_s:>9,.0f} "
-        "events/s  (how replay went until now)"
+        f"  a projector into a schema          {before_s:6.2f} s  {count / before_s:>9,.0f} "
+        "events/s  (replay's path before; today's projector)"
     )
     print(
         f"  live projector (with the archive)  {live_s:6.2f} s  {count / live_s:>9,.0f} events/s"
