@@ -232,10 +232,12 @@ class Projector:
                 await self.publisher.start()
             while not stop.is_set():
                 batch = await self._collect(consumer, stop)
-                await self._check_log(consumer, writer.generation, bool(len(batch)))
+                # The batch in flight was read and checked before: it commits whatever the
+                # check of the next one finds (a new generation, a broker gone).
                 if writing is not None:
                     self.stats.count(written, await writing)
                     writing = None
+                await self._check_log(consumer, writer.generation, bool(len(batch)))
                 if len(batch):
                     written, writing = batch, asyncio.create_task(self._write(writer, batch))
             if writing is not None:
