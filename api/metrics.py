@@ -29,6 +29,9 @@ from api.errors import DATABASE_UNAVAILABLE_ERRORS
 JOB_STATUSES = ("QUEUED", "ACCEPTED", "RUNNING", "SUCCEEDED", "FAILED", "REJECTED", "CANCELLED")
 # The route label of a request no route matched: paths are not labels (unbounded).
 UNMATCHED = "unmatched"
+# Any other method token a client makes up is counted as one label value, not a new series each.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
 _QUERY_TIMEOUT_S = 2.0
 
 _JOBS = "SELECT status, count(*) AS jobs FROM jobs GROUP BY status"
@@ -175,4 +178,5 @@ class HttpMetricsMiddleware:
         finally:
             # The router leaves the route it chose in the scope.
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
-            self.metrics.http_requests.labels(route, scope["method"], str(status)).inc()
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else OTHER_METHOD
+            self.metrics.http_requests.labels(route, method, str(status)).inc()

@@ -71,13 +71,24 @@ def _error(
     return [body]
 
 
+# Each connection holds a thread: one that sends nothing (or too slowly) is closed after this.
+IDLE_TIMEOUT_S = 10.0
+
+
 class MetricsServer:
     """`GET /metrics` for one registry on host:port (0: any free port) in a daemon thread."""
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        host: str,
+        port: int,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+    ) -> None:
         self.registry = registry
         self.host = host
         self.port = port
+        self.idle_timeout_s = idle_timeout_s
         self._server: _Server | None = None
 
     def start(self) -> int:
@@ -87,7 +98,7 @@ class MetricsServer:
             self.port,
             metrics_app(self.registry),
             server_class=_Server,
-            handler_class=_QuietHandler,
+            handler_class=type("Handler", (_QuietHandler,), {"timeout": self.idle_timeout_s}),
         )
         self._server = server
         self.port = server.server_port

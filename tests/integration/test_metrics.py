@@ -4,16 +4,20 @@ stack and read with prometheus_client's own parser."""
 from __future__ import annotations
 
 import json
+import socket
+import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.client import StagecastClient
 from projections.lag import PROJECTOR_GROUP_PREFIX
+from streams.exposition import MetricsServer
 from streams.launcher import Launcher
 from tests.conftest import WARMUP_DSL, Pipeline
 from tests.integration.test_projector import eventually
@@ -186,3 +190,19 @@ async def test_the_stack_file_says_where_each_process_serves_metrics(
         "projector": f"http://{settings.metrics_host}:{settings.projector_metrics_port}/metrics",
     }
     assert await scrape(written["worker"])
+
+
+def test_a_metrics_connection_that_sends_nothing_is_closed() -> None:
+    """Each connection holds a thread of the metrics server: an idle one must not keep it."""
+    server = MetricsServer(CollectorRegistry(), "127.0.0.1", 0, idle_timeout_s=0.5)
+    port = server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as idle:
+            started = time.monotonic()
+            # recv returns b"" once the server closes; a timeout here would raise instead.
+            assert idle.recv(1) == b""
+            assert time.monotonic() - started < 4
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert scraped.status_code == 200
+    finally:
+        server.stop()

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from api.errors import EXCEPTION_HANDLERS
-from api.metrics import UNMATCHED, ApiMetrics, HttpMetricsMiddleware
+from api.metrics import OTHER_METHOD, UNMATCHED, ApiMetrics, HttpMetricsMiddleware
 
 
 async def a_job(request: Request) -> Response:
@@ -51,6 +51,16 @@ async def test_requests_are_counted_by_route_template_method_and_status() -> Non
     # Paths no route knows share one label: a client cannot make up new series.
     assert requests(metrics, UNMATCHED, "GET", 404) == 1
     assert requests(metrics, "/broken", "GET", 500) == 1
+
+
+async def test_made_up_methods_share_one_label() -> None:
+    metrics = ApiMetrics()
+    async with client(metrics) as api:
+        for method in ("BREW", "FROB", "X-ANYTHING"):
+            assert (await api.request(method, "/jobs/a")).status_code == 405
+    assert requests(metrics, "/jobs/{job_id}", OTHER_METHOD, 405) == 3
+    for method in ("BREW", "FROB", "X-ANYTHING"):
+        assert requests(metrics, "/jobs/{job_id}", method, 405) is None
 
 
 async def test_a_feed_counts_as_a_client_while_it_streams_and_is_closed_after() -> None:
