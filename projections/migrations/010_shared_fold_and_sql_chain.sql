@@ -289,13 +289,16 @@ BEGIN
     )
     INSERT INTO projector_fresh (event_id, seq) SELECT event_id, seq FROM inserted;
 
-    -- JobRequested is not in the feed: it is new while its job has not been requested.
+    -- JobRequested is not in the feed: a job's first one is new while its job has not been
+    -- requested. One per job in a batch too (a producer that sent the request twice under
+    -- two event ids), so what counts does not depend on where batches happen to end.
     INSERT INTO projector_fresh (event_id)
-    SELECT b.event_id FROM projector_batch b
+    SELECT DISTINCT ON (b.job_id) b.event_id FROM projector_batch b
     WHERE b.type = 'JobRequested' AND b.job_id IS NOT NULL
       AND NOT EXISTS (
           SELECT 1 FROM jobs j WHERE j.job_id = b.job_id AND j.requested_at IS NOT NULL
-      );
+      )
+    ORDER BY b.job_id, b.ord;
 
     PERFORM fold_batch();
     PERFORM archive_batch();

@@ -28,6 +28,7 @@ from tests.integration.test_projector import (
     eventually,
     outgoing,
     publish,
+    requested,
     running,
     successful_job,
 )
@@ -225,6 +226,33 @@ async def test_a_replay_skips_what_the_live_projector_skipped_and_refuses_a_fore
         await conn.close()
     with pytest.raises(ValueError, match="not a replay's"):
         await replay(settings, default_codec(), "keepsakes")
+
+
+async def test_a_request_sent_twice_under_two_event_ids_counts_once_live_and_in_a_replay(
+    stack: RunningStack,
+) -> None:
+    settings = await asyncio.to_thread(stack.isolated)
+    job_id = str(uuid.uuid4())
+    history = successful_job(job_id)
+    # A producer that sent its request twice, each time with a new event id; both are read in
+    # one batch. Only the first is the job's request, whatever the batching.
+    again = requested(job_id, 1, key=f"key-{job_id}")
+    items = outgoing(settings, [history[0], again, *history[1:]])
+    await publish(settings, items)
+    async with running(settings) as projector:
+        await consumed(projector, len(items))
+    url = settings.require_database()
+    conn = await asyncpg.connect(url)
+    try:
+        archived = await conn.fetch(
+            "SELECT event_id::text FROM event_archive WHERE job_id = $1 AND type = 'JobRequested'",
+            uuid.UUID(job_id),
+        )
+    finally:
+        await conn.close()
+    assert [row["event_id"] for row in archived] == [history[0][1]["event_id"]]
+    await replay(settings, default_codec(), "replay_twice")
+    assert [d for d in await compare(url, "replay_twice") if not d.same] == []
 
 
 async def test_a_replay_from_a_time_rebuilds_only_what_was_sent_since(
