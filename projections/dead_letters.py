@@ -22,6 +22,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from projections.session import DATABASE_LOST, GenerationChanged, GenerationWatch, hold_name
 from projections.writer import ProjectionWriter
 from schemas.codec import Codec, DecodeError
 from streams.generation import broker_state
@@ -33,17 +34,9 @@ RECORDER_NAME = "deadletters"
 WRONG_EVENT = "WRONG_EVENT"
 
 _IDLE_POLL_MS = 200
-_IDLE_GENERATION_CHECK_S = 2.0
 _FETCH_RECORDS = 500
 _RECONNECT_DELAY_S = 1.0
 _STATEMENT_TIMEOUT_S = 60.0
-_DATABASE_LOST = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.CrashShutdownError,
-)
 
 log = logging.getLogger(__name__)
 
@@ -207,10 +200,6 @@ class RecorderStats:
     unreadable: int = 0
 
 
-class GenerationChanged(Exception):
-    """The broker started a new log: the session starts over from its start."""
-
-
 class DeadLetterRecorder:
     """Projects the dead-letter topic into `dead_letters` until stopped."""
 
@@ -228,7 +217,7 @@ class DeadLetterRecorder:
                 await self._session(stop)
             except GenerationChanged as change:
                 log.warning("dead-letter recorder: %s; starting a new session", change)
-            except (KafkaError, *_DATABASE_LOST) as exc:
+            except (KafkaError, *DATABASE_LOST) as exc:
                 if stop.is_set():
                     break
                 log.warning("dead-letter recorder lost a server (%r); resuming", exc)
@@ -242,7 +231,7 @@ class DeadLetterRecorder:
             server_settings={"application_name": f"stagecast-recorder-{self.name}"},
         )
         try:
-            if not await self._hold_lock(conn, stop):
+            if not await hold_name(conn, self.name, stop, "dead-letter recorder"):
                 return
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.settings.require_kafka(),
@@ -266,18 +255,6 @@ class DeadLetterRecorder:
             raise
         finally:
             await conn.close()
-
-    async def _hold_lock(self, conn: asyncpg.Connection, stop: asyncio.Event) -> bool:
-        """One recorder per name writes its offsets; another waits as a standby."""
-        while not stop.is_set():
-            if await conn.fetchval(
-                "SELECT pg_try_advisory_lock(hashtextextended('stagecast.projector.' || $1, 0))",
-                self.name,
-            ):
-                return True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-        return False
 
     async def _position(
         self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer, stop: asyncio.Event
@@ -320,18 +297,10 @@ class DeadLetterRecorder:
         generation: str,
         stop: asyncio.Event,
     ) -> None:
-        loop = asyncio.get_running_loop()
-        checked_at = loop.time()
+        watch = GenerationWatch(generation)
         while not stop.is_set():
             fetched = await consumer.getmany(timeout_ms=_IDLE_POLL_MS, max_records=_FETCH_RECORDS)
-            # Asked after every fetch that brought letters, and every few seconds while none
-            # come: a restarted broker's log may hold nothing at the old positions.
-            if not fetched and loop.time() - checked_at < _IDLE_GENERATION_CHECK_S:
-                continue
-            checked_at = loop.time()
-            now = (await broker_state(consumer._client)).generation
-            if now != generation:
-                raise GenerationChanged(f"broker generation changed from {generation} to {now}")
+            await watch.check(consumer._client, bool(fetched))
             if not fetched:
                 continue
             letters = [

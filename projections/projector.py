@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 from projections.batch import Batch
 from projections.metrics import ProjectorMetrics
 from projections.migrate import migrate
+from projections.session import DATABASE_LOST, GenerationChanged, GenerationWatch, hold_name
 from projections.writer import NOTIFY_CHANNEL, Applied, ProjectionWriter
 from schemas.codec import Codec, default_codec
 from streams.envelope import dead_letter
@@ -41,25 +42,8 @@ _RECONNECT_DELAY_S = 1.0
 _STATEMENT_TIMEOUT_S = 120.0
 # How long a session may take to start, from holding the lock to its first fetch.
 _SESSION_START_S = 30.0
-# An idle projector asks the broker its generation this often: after a broker restart, fetches
-# at the old positions may bring nothing, and nothing fetched would otherwise mean no check.
-_IDLE_GENERATION_CHECK_S = 2.0
-
-# What a restarted, unreachable or terminated database looks like (ConnectionError included,
-# an OSError); anything else is a bug and stops the projector.
-_DATABASE_LOST = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.CrashShutdownError,
-)
 
 log = logging.getLogger(__name__)
-
-
-class GenerationChanged(Exception):
-    """The broker under the projector started a new log: the session starts over."""
 
 
 class SessionStalled(Exception):
@@ -102,7 +86,6 @@ class Projector:
         self.stats = ProjectorStats()
         self.metrics = ProjectorMetrics(name, self.stats)
         self._step = "connecting"
-        self._generation_checked_at = 0.0
         self.topics = (settings.topics.requests, settings.topics.events, settings.topics.progress)
         # Only the live projector dead-letters, so a replay does not repeat its letters; and
         # not `requests`, whose bad messages the dispatcher (an Intake) dead-letters already.
@@ -123,7 +106,7 @@ class Projector:
                 log.warning("projector %s lost the broker (%r); resuming", self.name, exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), _RECONNECT_DELAY_S)
-            except _DATABASE_LOST as exc:
+            except DATABASE_LOST as exc:
                 if stop.is_set():
                     break
                 log.warning("projector %s lost the database (%s); resuming", self.name, exc)
@@ -169,7 +152,7 @@ class Projector:
     async def _consume(
         self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer, stop: asyncio.Event
     ) -> None:
-        if not await self._hold_lock(conn, stop):
+        if not await hold_name(conn, self.name, stop):
             return
         try:
             # Each step is bounded: a session that cannot start (a broker that answers
@@ -227,6 +210,7 @@ class Projector:
         """Collect the next batch while the previous one commits, so decoding overlaps SQL."""
         written = Batch(self.codec)
         writing: asyncio.Task[Applied] | None = None
+        watch = GenerationWatch(writer.generation)
         try:
             if self.publisher is not None:
                 await self.publisher.start()
@@ -237,7 +221,7 @@ class Projector:
                 if writing is not None:
                     self.stats.count(written, await writing)
                     writing = None
-                await self._check_log(consumer, writer.generation, bool(len(batch)))
+                await self._check_log(consumer, watch, bool(len(batch)))
                 if len(batch):
                     written, writing = batch, asyncio.create_task(self._write(writer, batch))
             if writing is not None:
@@ -265,7 +249,9 @@ class Projector:
         with self.metrics.batch_seconds.time():
             return await writer.apply(batch)
 
-    async def _check_log(self, consumer: AIOKafkaConsumer, generation: str, fetched: bool) -> None:
+    async def _check_log(
+        self, consumer: AIOKafkaConsumer, watch: GenerationWatch, fetched: bool
+    ) -> None:
         """Raise GenerationChanged unless the log read is still the one the offsets point into.
 
         Run after a fetch and before its batch commits, so what came from another generation
@@ -274,12 +260,7 @@ class Projector:
         position is past its end (a topic created again) starts over, said in the log;
         duplicates are dropped by event id.
         """
-        clock = asyncio.get_running_loop().time()
-        if fetched or clock - self._generation_checked_at >= _IDLE_GENERATION_CHECK_S:
-            self._generation_checked_at = clock
-            now = (await broker_state(consumer._client)).generation
-            if now != generation:
-                raise GenerationChanged(f"broker generation changed from {generation} to {now}")
+        await watch.check(consumer._client, fetched)
         for tp in consumer.assignment():
             end = consumer.highwater(tp)
             if end is not None and await consumer.position(tp) > end:
@@ -292,22 +273,6 @@ class Projector:
                     end,
                 )
                 await consumer.seek_to_beginning(tp)
-
-    async def _hold_lock(self, conn: asyncpg.Connection, stop: asyncio.Event) -> bool:
-        """Wait to be the only projector of this name; False if asked to stop first."""
-        # Offsets and seq order assume one writer; a second process waits as a standby.
-        said = log.warning
-        while not stop.is_set():
-            if await conn.fetchval(
-                "SELECT pg_try_advisory_lock(hashtextextended('stagecast.projector.' || $1, 0))",
-                self.name,
-            ):
-                return True
-            said("projector %s is running elsewhere; waiting as a standby", self.name)
-            said = log.info
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-        return False
 
     async def _partitions(
         self, consumer: AIOKafkaConsumer, stop: asyncio.Event
