@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
@@ -136,39 +137,13 @@ class StagecastClient:
         (up to `reconnects` times in a row), so no event is lost or repeated. A first
         connection that fails is not retried: there was nothing to resume.
         """
-        last = last_event_id
-        failures = 0
-        connected = False
-        while True:
-            headers = {"Last-Event-ID": str(last)} if last is not None else {}
-            try:
-                async with aconnect_sse(
-                    self._http,
-                    "GET",
-                    f"/jobs/{job_id}/events",
-                    headers=headers,
-                    timeout=httpx.Timeout(30.0, read=FEED_READ_TIMEOUT_S),
-                ) as source:
-                    connected = True
-                    status = source.response.status_code
-                    if status == 204:
-                        return
-                    if status != 200:
-                        await source.response.aread()
-                        raise ApiRequestError(status, _error_body(source.response))
-                    async for sse in source.aiter_sse():
-                        if not sse.data:
-                            continue  # a heartbeat: the decoder re-reports the last id
-                        event = FeedEvent(int(sse.id), sse.event, json.loads(sse.data))
-                        last, failures = event.seq, 0
-                        yield event
-                        if event.type in TERMINAL_EVENTS:
-                            return
-            except httpx.TransportError:
-                failures += 1
-                if not connected or failures > reconnects:
-                    raise
-                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+        feed = self._follow(f"/jobs/{job_id}/events", [], last_event_id, reconnects)
+        # Closed as soon as the job ends, not whenever the generator is collected.
+        async with contextlib.aclosing(feed):
+            async for event in feed:
+                yield event
+                if event.type in TERMINAL_EVENTS:
+                    return
 
     async def firehose(
         self,
@@ -191,7 +166,16 @@ class StagecastClient:
         params += [("type", ",".join(types))] if types else []
         params += [("stage", ",".join(stages))] if stages else []
         params += [("job", ",".join(jobs))] if jobs else []
-        last = after
+        async with contextlib.aclosing(self._follow("/events", params, after, reconnects)) as feed:
+            async for event in feed:
+                yield event
+
+    async def _follow(
+        self, path: str, params: list[tuple[str, str]], last: int | None, reconnects: int
+    ) -> AsyncGenerator[FeedEvent, None]:
+        """The events of an SSE feed after `last`, resumed with Last-Event-ID after a drop (up
+        to `reconnects` times in a row), until the server ends it with a 204. A first
+        connection that fails is not retried: there was nothing to resume."""
         failures = 0
         connected = False
         while True:
@@ -200,22 +184,24 @@ class StagecastClient:
                 async with aconnect_sse(
                     self._http,
                     "GET",
-                    "/events",
+                    path,
                     params=params,
                     headers=headers,
                     timeout=httpx.Timeout(30.0, read=FEED_READ_TIMEOUT_S),
                 ) as source:
                     connected = True
-                    if source.response.status_code != 200:
+                    status = source.response.status_code
+                    if status == 204:
+                        return
+                    if status != 200:
                         await source.response.aread()
-                        raise ApiRequestError(
-                            source.response.status_code, _error_body(source.response)
-                        )
+                        raise ApiRequestError(status, _error_body(source.response))
                     async for sse in source.aiter_sse():
+                        # A heartbeat repeats the last id; the firehose opens with its start.
                         if sse.id:
                             last = int(sse.id)
                         if not sse.data:
-                            continue  # a heartbeat, or the start's position alone
+                            continue
                         failures = 0
                         yield FeedEvent(int(sse.id), sse.event, json.loads(sse.data))
             except httpx.TransportError:
