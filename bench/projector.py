@@ -164,9 +164,15 @@ async def produce(
     return sent
 
 
-async def project(settings: Settings, codec: Codec, count: int) -> tuple[float, Projector]:
-    """Seconds for a fresh projector to commit `count` messages."""
-    projector = Projector(settings, codec, name="bench")
+async def project(
+    settings: Settings,
+    codec: Codec,
+    count: int,
+    name: str = "bench",
+    schema: str | None = None,
+) -> tuple[float, Projector]:
+    """Seconds for a fresh projector to commit `count` messages (into `schema`, if given)."""
+    projector = Projector(settings, codec, name=name, schema=schema)
     stop = asyncio.Event()
     started = time.perf_counter()
     task = asyncio.create_task(projector.run(stop))

@@ -22,7 +22,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from projector import JOB_SPACING_MS, copy_ceiling, produce, project
 
 from projections.migrate import migrate
-from projections.projector import Projector
 from projections.replay import compare, replay
 from schemas.codec import Codec, default_codec
 from streams.launcher import Launcher
@@ -62,18 +61,7 @@ async def raw_read(settings: Settings, count: int) -> float:
 async def live_path(settings: Settings, codec: Codec, count: int) -> float:
     """Seconds for a projector of its own into a fresh schema: how replay went before."""
     await migrate(settings.require_database(), schema="bench_live_path")
-    projector = Projector(settings, codec, name="bench-live-path", schema="bench_live_path")
-    stop = asyncio.Event()
-    started = time.perf_counter()
-    task = asyncio.create_task(projector.run(stop))
-    while projector.stats.messages < count:
-        if task.done():
-            task.result()
-            raise RuntimeError("the projector stopped before consuming everything")
-        await asyncio.sleep(0.005)
-    elapsed = time.perf_counter() - started
-    stop.set()
-    await task
+    elapsed, _ = await project(settings, codec, count, "bench-live-path", "bench_live_path")
     return elapsed
 
 
