@@ -360,10 +360,6 @@ class Batch:
         """The latest event time in the batch."""
         return self._latest
 
-    def event_time(self, value: bytes | None) -> datetime | None:
-        """When the event in `value` happened; None for bytes that are not a storable event."""
-        return self.stage("", 0, 0, value).occurred_at
-
     def add(
         self,
         topic: str,

@@ -249,9 +249,10 @@ def test_batch_reports_each_event_time_and_its_latest() -> None:
     assert batch.latest is None
     late_value = codec.encode("CancelRequested", common(occurred_at=2_000))
     early_value = codec.encode("CancelRequested", common(occurred_at=1_000))
-    late, early = batch.event_time(late_value), batch.event_time(early_value)
+    late = batch.stage("events", 0, 0, late_value).occurred_at
+    early = batch.stage("events", 0, 1, early_value).occurred_at
     assert early is not None and late is not None and early < late
-    assert batch.event_time(b"junk") is None
+    assert batch.stage("events", 0, 2, b"junk").occurred_at is None
     batch.add("events", 0, 0, late_value)
     batch.add("events", 0, 1, early_value)
     assert batch.latest == late
@@ -285,7 +286,9 @@ def test_trimming_at_a_cut_keeps_each_partition_up_to_its_first_event_at_or_past
     add(batch, "events", 2, "StageChanged", stage_changed(job, 1010, "SUCCEEDED"))
     add(batch, "events", 3, "JobFinished", finished(job, 1004))
     add(batch, "progress", 0, "ArtifactStored", artifact(job, 1003))
-    cut = batch.event_time(default_codec().encode("JobFinished", finished(job, 1010)))
+    cut = batch.stage(
+        "events", 9, 0, default_codec().encode("JobFinished", finished(job, 1010))
+    ).occurred_at
     assert cut is not None
     assert batch.starts_before(cut)
     kept, resume = batch.trimmed(cut)
@@ -294,6 +297,8 @@ def test_trimming_at_a_cut_keeps_each_partition_up_to_its_first_event_at_or_past
     assert resume == {("events", 0): 2}
     assert kept.next_offsets == {("events", 0): 2, ("progress", 0): 1}
     assert (len(kept), kept.undecodable, len(kept.unstorable)) == (3, 1, 1)
-    first = batch.event_time(default_codec().encode("JobFinished", finished(job, 1000)))
+    first = batch.stage(
+        "events", 9, 1, default_codec().encode("JobFinished", finished(job, 1000))
+    ).occurred_at
     assert first is not None and not batch.starts_before(first)
     assert batch.reached[("events", 0)] == cut  # the latest time read, not the last one
