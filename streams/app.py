@@ -190,6 +190,11 @@ def build_app(
         key_serializer="raw",
         web_enabled=False,
         store="memory://",
+        # Faust makes this directory even with memory stores: the state directory, not the cwd.
+        # It formats the path, so braces in it are escaped.
+        datadir=str(settings.state_dir.resolve() / f"{settings.app_id}-faust")
+        .replace("{", "{{")
+        .replace("}", "}}"),
         topic_allow_declare=False,
         topic_disable_leader=True,
         broker_session_timeout=settings.session_timeout_s,
