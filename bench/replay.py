@@ -13,19 +13,80 @@ Usage: python bench/replay.py [events] [job spacing ms]   (default 50000 and 20)
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from projector import JOB_SPACING_MS, copy_ceiling, produce, project
+from projector import JOB_SPACING_MS, Sent, copy_ceiling, produce, project
 
 from projections.migrate import migrate
 from projections.replay import compare, replay
 from schemas.codec import Codec, default_codec
 from streams.launcher import Launcher
 from streams.settings import Settings
+
+T = TypeVar("T")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process, of its children it reaped, and of those alive (PostgreSQL's
+    backends: a closed connection's backend is reaped, so its time moves, never vanishes)."""
+
+    def stat(of: int) -> list[str]:
+        # After the command's closing parenthesis: state, ppid, ..., utime at 11, cstime at 14.
+        return Path(f"/proc/{of}/stat").read_text().rsplit(")", 1)[1].split()
+
+    own = stat(pid)
+    ticks = sum(int(value) for value in own[11:15])
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == pid:
+            continue
+        try:
+            child = stat(int(entry.name))
+        except OSError:
+            continue
+        if int(child[1]) == pid:
+            ticks += int(child[11]) + int(child[12])
+    return ticks / CLOCK_TICKS
+
+
+@dataclass(frozen=True, slots=True)
+class CpuUse:
+    """CPU seconds each side spent on one step: this process, PostgreSQL, the broker."""
+
+    bench: float
+    database: float
+    broker: float
+
+    @property
+    def total(self) -> float:
+        return self.bench + self.database + self.broker
+
+
+async def measured(launcher: Launcher, step: Awaitable[T]) -> tuple[T, CpuUse]:
+    """What `step` returns, and the CPU it cost every process of the stack."""
+    assert launcher.database is not None and launcher.database.pid is not None
+    assert launcher.broker is not None and launcher.broker.pid is not None
+    database, broker = launcher.database.pid, launcher.broker.pid
+    before = (time.process_time(), tree_cpu(database), tree_cpu(broker))
+    result = await step
+    after = (time.process_time(), tree_cpu(database), tree_cpu(broker))
+    return result, CpuUse(*(end - start for start, end in zip(before, after, strict=True)))
+
+
+def decode_alone(codec: Codec, sent: Sent) -> float:
+    """Seconds to decode every message sent, and nothing else: replay's least Python work."""
+    started = time.perf_counter()
+    for _, _, value in sent:
+        codec.decode(value)
+    return time.perf_counter() - started
 
 
 async def raw_read(settings: Settings, count: int) -> float:
@@ -65,14 +126,18 @@ async def live_path(settings: Settings, codec: Codec, count: int) -> float:
     return elapsed
 
 
-async def bench(settings: Settings, count: int, spacing_ms: int) -> None:
+async def bench(launcher: Launcher, count: int, spacing_ms: int) -> None:
+    settings = launcher.settings
     codec = default_codec()
     sent = await produce(settings, codec, count, spacing_ms)
     live_s, projector = await project(settings, codec, count)
     rows, copy_s = await copy_ceiling(settings.require_database(), codec, sent)
     read_s = await raw_read(settings, count)
-    from_topics = await replay(settings, codec, "bench_topics")
-    from_archive = await replay(settings, codec, "bench_archive", source="archive")
+    decode_s = decode_alone(codec, sent)
+    from_topics, topics_cpu = await measured(launcher, replay(settings, codec, "bench_topics"))
+    from_archive, archive_cpu = await measured(
+        launcher, replay(settings, codec, "bench_archive", source="archive")
+    )
     before_s = await live_path(settings, codec, count)
     url = settings.require_database()
     diffs = {schema: await compare(url, schema) for schema in ("bench_topics", "bench_archive")}
@@ -93,6 +158,10 @@ async def bench(settings: Settings, count: int, spacing_ms: int) -> None:
             f"  ({rate / read_rate:.0%} of the raw read)"
         )
     print(
+        f"  decode alone (codec.decode, 1 core) {decode_s:5.2f} s  {count / decode_s:>9,.0f} "
+        "events/s  (the least Python work a replay does per event)"
+    )
+    print(
         f"  a projector into a schema          {before_s:6.2f} s  {count / before_s:>9,.0f} "
         "events/s  (replay's path before; today's projector)"
     )
@@ -101,6 +170,18 @@ async def bench(settings: Settings, count: int, spacing_ms: int) -> None:
         f"  ({count / live_s / (rows / copy_s):.0%} of raw COPY)"
     )
     print(f"  raw COPY of the {rows} feed rows   {copy_s:6.2f} s  {rows / copy_s:>9,.0f} rows/s")
+    print(f"CPU per replayed event (this machine has {os.cpu_count()} cores):")
+    for label, done, cpu in (
+        ("from the topics", from_topics, topics_cpu),
+        ("from the archive", from_archive, archive_cpu),
+    ):
+        per = 1e6 / done.events
+        ceiling = (os.cpu_count() or 1) / (cpu.total / done.events)
+        print(
+            f"  {label:<17} bench {cpu.bench * per:5.1f} us + PostgreSQL {cpu.database * per:5.1f}"
+            f" us + broker {cpu.broker * per:4.1f} us = {cpu.total * per:5.1f} us"
+            f"  -> all cores busy at best {ceiling:,.0f} events/s"
+        )
     for schema, tables in diffs.items():
         different = [d.table for d in tables if not d.same]
         print(f"  compare {schema}: {different or 'no difference'}")
@@ -120,8 +201,8 @@ def main() -> None:
             )
         )
         try:
-            settings = launcher.start_servers()
-            asyncio.run(bench(settings, count, spacing_ms))
+            launcher.start_servers()
+            asyncio.run(bench(launcher, count, spacing_ms))
         finally:
             launcher.stop()
 
