@@ -4,82 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from api.artifacts import download_artifact, list_artifacts
-from api.cancel import cancel_job
 from api.dashboard import Dashboard
-from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware, error_response
-from api.feed import FeedNotifier, job_events
-from api.firehose import firehose_events
-from api.jobs import get_job, get_stages, jobs_collection
-from api.metrics import ApiMetrics, HttpMetricsMiddleware, metrics_page
+from api.docs import DocsPage
+from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware
+from api.feed import FeedNotifier
+from api.metrics import ApiMetrics, HttpMetricsMiddleware
+from api.openapi import openapi_document
+from api.operations import starlette_routes
 from api.outbox import OutboxRelay
-from api.runs import compare_runs, get_metrics
+from api.routes import operations as api_operations
 from api.watchdog import StageWatchdog
 from schemas.codec import default_codec
 from streams.producer import EventPublisher
 from streams.settings import Settings
-
-_CHECK_TIMEOUT_S = 2.0
-
-
-async def health(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
-
-
-async def ready(request: Request) -> JSONResponse:
-    """Ready only when the database answers and the broker answers with every topic."""
-    state = request.app.state
-    checks: dict[str, str] = {}
-    try:
-        await asyncio.wait_for(state.pool.fetchval("SELECT 1"), _CHECK_TIMEOUT_S)
-        checks["database"] = "ok"
-    except Exception as error:  # any database failure means "not ready", never a 500
-        checks["database"] = f"unavailable: {type(error).__name__}"
-    try:
-        broker = await asyncio.wait_for(state.publisher.broker_state(), _CHECK_TIMEOUT_S)
-    except Exception as error:  # any broker failure means "not ready", never a 500
-        checks["broker"] = f"unavailable: {type(error).__name__}"
-    else:
-        # A restarted memory-only broker answers before its topics are created again.
-        missing = broker.missing(state.settings.topics.all())
-        checks["broker"] = f"missing topics: {', '.join(missing)}" if missing else "ok"
-    if all(value == "ok" for value in checks.values()):
-        sandboxes = await _sandboxes(state.pool)
-        return JSONResponse({"status": "ready", "checks": checks, "execute": sandboxes})
-    return error_response(request, 503, "NOT_READY", "not ready", checks)
-
-
-async def _sandboxes(pool: asyncpg.Pool) -> list[dict[str, Any]]:
-    """What the execute stage of each live worker can confine (workers report every 30 s)."""
-    rows = await asyncio.wait_for(
-        pool.fetch(
-            "SELECT worker, protections, missing, toolchains FROM worker_sandboxes "
-            "WHERE seen_at > now() - interval '90 seconds' ORDER BY worker"
-        ),
-        _CHECK_TIMEOUT_S,
-    )
-    return [
-        {
-            "worker": row["worker"],
-            "confined": not json.loads(row["missing"]),
-            "protections": json.loads(row["protections"]),
-            "missing": json.loads(row["missing"]),
-            "toolchains": json.loads(row["toolchains"]),
-        }
-        for row in rows
-    ]
 
 
 def create_app(settings: Settings) -> ASGIApp:
@@ -113,27 +57,13 @@ def create_app(settings: Settings) -> ASGIApp:
             await app.state.publisher.stop()
             await app.state.pool.close()
 
-    routes = [
-        Route("/health", health),
-        Route("/ready", ready),
-        Route("/metrics", metrics_page),
-        Route("/jobs", jobs_collection, methods=["GET", "POST"]),
-        Route("/jobs/{job_id}", get_job),
-        Route("/jobs/{job_id}/stages", get_stages),
-        Route("/jobs/{job_id}/metrics", get_metrics),
-        Route("/jobs/{job_id}/artifacts", list_artifacts),
-        Route("/jobs/{job_id}/artifacts/{name:path}", download_artifact),
-        Route("/jobs/{job_id}/events", job_events),
-        Route("/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
-        Route("/events", firehose_events),
-        Route("/runs/compare", compare_runs),
-        *Dashboard().routes(),
-    ]
+    operations = api_operations(Dashboard(), DocsPage())
     app = Starlette(
-        routes=routes,
+        routes=starlette_routes(operations),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    app.state.openapi = openapi_document(operations)
     # Outermost, so that even a 500 from Starlette's error middleware carries the request id
     # and is counted.
     return RequestIdMiddleware(HttpMetricsMiddleware(app, metrics))

@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from api.errors import ApiError
 from api.feed import parse_job_id
 from api.jobs import latest_run_first, require_known_job
+from api.views import ArtifactList, json_answer
 from streams.settings import STAGES, Settings
 
 CHUNK_BYTES = 256 * 1024
@@ -240,7 +241,7 @@ async def list_artifacts(request: Request) -> JSONResponse:
     text = str(job_id)
     base_url = request.app.state.settings.artifact_url
     views = [_artifact_view(text, row, base_url) for row in rows]
-    return JSONResponse({"job_id": text, "artifacts": views})
+    return json_answer(ArtifactList, {"job_id": text, "artifacts": views})
 
 
 async def download_artifact(request: Request) -> Response:

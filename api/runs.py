@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse
 from api.errors import ApiError
 from api.feed import parse_job_id
 from api.jobs import latest_run_first, require_known_job
+from api.views import MetricHistory, RunComparison, json_answer
 from schemas.codec import default_codec
 from streams.settings import STAGES
 
@@ -147,7 +148,7 @@ async def get_metrics(request: Request) -> JSONResponse:
     rows = await pool.fetch(_HISTORY, job_id, list(STAGES), names)
     if not rows:
         await require_known_job(pool, job_id)
-    return JSONResponse({"job_id": str(job_id), "metrics": history(rows)})
+    return json_answer(MetricHistory, {"job_id": str(job_id), "metrics": history(rows)})
 
 
 def _train_settings(train: Any) -> Any:
@@ -226,10 +227,11 @@ async def compare_runs(request: Request) -> JSONResponse:
     for row in await pool.fetch(_FINAL, job_ids, list(STAGES)):
         runs[row["job_id"]]["metrics"][row["name"]] = _point(row)
     ordered = [runs[job_id] for job_id in job_ids]
-    return JSONResponse(
+    return json_answer(
+        RunComparison,
         {
             "runs": ordered,
             "metric_names": sorted({name for run in ordered for name in run["metrics"]}),
             "param_names": sorted({name for run in ordered for name in run["params"]}),
-        }
+        },
     )
