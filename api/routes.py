@@ -260,7 +260,7 @@ def operations(dashboard: Dashboard, docs: DocsPage) -> list[Operation]:
         ),
         Operation(
             "GET",
-            "/jobs/{job_id}/artifacts/{name:path}",
+            "/jobs/{job_id}/artifacts/{name:artifact_name}",
             download_artifact,
             "download_artifact",
             "An artifact's bytes, checked against its recorded size and SHA-256",
