@@ -103,80 +103,6 @@ def operations(dashboard: Dashboard, docs: DocsPage) -> list[Operation]:
     """The API's operations; the pages serve their files from their own directories."""
     return [
         Operation(
-            "GET",
-            "/health",
-            health,
-            "health",
-            "The process is up",
-            "operations",
-            {200: Answer("up", Health)},
-            public=True,
-        ),
-        Operation(
-            "GET",
-            "/ready",
-            ready,
-            "ready",
-            "The database answers and the broker has every topic",
-            "operations",
-            {200: Answer("ready, with what each live worker's sandbox confines", Readiness)},
-            {503: ("NOT_READY", *_DATABASE)},
-            public=True,
-        ),
-        Operation(
-            "GET",
-            "/metrics",
-            metrics_page,
-            "metrics",
-            "Prometheus metrics of the API and the database's figures",
-            "operations",
-            {
-                200: Answer(
-                    "the exposition, as text or OpenMetrics (by Accept)",
-                    content={"text/plain": _TEXT, "application/openmetrics-text": _TEXT},
-                )
-            },
-        ),
-        Operation(
-            "GET",
-            "/openapi.json",
-            openapi_json,
-            "openapi",
-            "This document",
-            "operations",
-            {
-                200: Answer(
-                    "OpenAPI 3.1", content={"application/json": {"schema": {"type": "object"}}}
-                )
-            },
-        ),
-        Operation(
-            "GET",
-            "/docs",
-            docs.page,
-            "docs",
-            "This document, rendered (Swagger UI)",
-            "pages",
-            {200: Answer("the page", content={"text/html": _TEXT})},
-            {503: ("DOCS_NOT_INSTALLED",)},
-        ),
-        Operation(
-            "GET",
-            "/docs/assets/{name}",
-            docs.asset,
-            "docs_asset",
-            "A file the docs page loads",
-            "pages",
-            {
-                200: Answer(
-                    "the file",
-                    content={"text/javascript": _TEXT, "text/css": _TEXT},
-                )
-            },
-            {404: ("NOT_FOUND",), 503: ("DOCS_NOT_INSTALLED",)},
-            parameters={"path": DocsAssetPath},
-        ),
-        Operation(
             "POST",
             "/jobs",
             submit_job,
@@ -369,5 +295,79 @@ def operations(dashboard: Dashboard, docs: DocsPage) -> list[Operation]:
             {200: Answer("most frequent first", FailureBreakdown)},
             {400: ("INVALID_QUERY",), 503: _DATABASE},
             parameters={"query": FailureQuery},
+        ),
+        Operation(
+            "GET",
+            "/health",
+            health,
+            "health",
+            "The process is up",
+            "operations",
+            {200: Answer("up", Health)},
+            public=True,
+        ),
+        Operation(
+            "GET",
+            "/ready",
+            ready,
+            "ready",
+            "The database answers and the broker has every topic",
+            "operations",
+            {200: Answer("ready, with what each live worker's sandbox confines", Readiness)},
+            {503: ("NOT_READY", *_DATABASE)},
+            public=True,
+        ),
+        Operation(
+            "GET",
+            "/metrics",
+            metrics_page,
+            "metrics",
+            "Prometheus metrics of the API and the database's figures",
+            "operations",
+            {
+                200: Answer(
+                    "the exposition, as text or OpenMetrics (by Accept)",
+                    content={"text/plain": _TEXT, "application/openmetrics-text": _TEXT},
+                )
+            },
+        ),
+        Operation(
+            "GET",
+            "/openapi.json",
+            openapi_json,
+            "openapi",
+            "This document",
+            "operations",
+            {
+                200: Answer(
+                    "OpenAPI 3.1", content={"application/json": {"schema": {"type": "object"}}}
+                )
+            },
+        ),
+        Operation(
+            "GET",
+            "/docs",
+            docs.page,
+            "docs",
+            "This document, rendered (Swagger UI)",
+            "pages",
+            {200: Answer("the page", content={"text/html": _TEXT})},
+            {503: ("DOCS_NOT_INSTALLED",)},
+        ),
+        Operation(
+            "GET",
+            "/docs/assets/{name}",
+            docs.asset,
+            "docs_asset",
+            "A file the docs page loads",
+            "pages",
+            {
+                200: Answer(
+                    "the file",
+                    content={"text/javascript": _TEXT, "text/css": _TEXT},
+                )
+            },
+            {404: ("NOT_FOUND",), 503: ("DOCS_NOT_INSTALLED",)},
+            parameters={"path": DocsAssetPath},
         ),
     ]
