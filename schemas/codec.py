@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
-from fastavro.schema import fingerprint as avro_fingerprint
-from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
+
+from schemas.fingerprints import avro_python_fingerprint_of, fingerprint_of
 
 MARKER = b"\xc3\x01"
 HEADER_SIZE = len(MARKER) + 8
@@ -51,6 +51,7 @@ class _EventSchema:
     event_type: str
     parsed: Any
     fingerprint: bytes
+    avro_python_fingerprint: bytes
     job_id_may_be_empty: bool
     has_attempt: bool
     has_percent: bool
@@ -63,6 +64,7 @@ class _EventSchema:
             event_type=event_type,
             parsed=parse_schema(_without_logical_types(declared)),
             fingerprint=fingerprint_of(declared),
+            avro_python_fingerprint=avro_python_fingerprint_of(declared),
             job_id_may_be_empty=event_type in _JOB_ID_MAY_BE_EMPTY,
             has_attempt="attempt" in names,
             has_percent="percent" in names,
@@ -95,12 +97,6 @@ class _Reader:
     current: _EventSchema
     writer: Any
     resolve_into: Any
-
-
-def fingerprint_of(schema: Mapping[str, Any]) -> bytes:
-    """CRC-64-AVRO of the schema's Parsing Canonical Form, little-endian as on the wire."""
-    canonical = to_parsing_canonical_form(dict(schema))
-    return bytes.fromhex(avro_fingerprint(canonical, "CRC-64-AVRO"))
 
 
 def _without_logical_types(schema: Any) -> Any:
@@ -157,20 +153,22 @@ class Codec:
             if compiled.event_type in self._schemas:
                 raise ValueError(f"event type {compiled.event_type} is declared twice")
             self._schemas[compiled.event_type] = compiled
-        self._readers: dict[bytes, _Reader] = {
-            schema.fingerprint: _Reader(schema, schema.parsed, None)
-            for schema in self._schemas.values()
-        }
+        # The registry: every fingerprint a writer may put in the header, the spec's and
+        # Apache avro-python's alike (schemas/fingerprints.py says how they differ).
+        self._readers: dict[bytes, _Reader] = {}
+        for schema in self._schemas.values():
+            reader = _Reader(schema, schema.parsed, None)
+            self._readers[schema.fingerprint] = reader
+            self._readers.setdefault(schema.avro_python_fingerprint, reader)
         # Earlier versions stay readable: their bodies are resolved into the current schema.
         for declared in history:
             event_type = str(declared["name"])
             if event_type not in self._schemas:
                 raise ValueError(f"history schema {event_type} has no current version")
-            previous = fingerprint_of(declared)
-            if previous not in self._readers:
-                writer = parse_schema(_without_logical_types(declared))
-                current = self._schemas[event_type]
-                self._readers[previous] = _Reader(current, writer, current.parsed)
+            writer = parse_schema(_without_logical_types(declared))
+            current = self._schemas[event_type]
+            for previous in (fingerprint_of(declared), avro_python_fingerprint_of(declared)):
+                self._readers.setdefault(previous, _Reader(current, writer, current.parsed))
         self.event_types: frozenset[str] = frozenset(self._schemas)
 
     @classmethod
