@@ -1,4 +1,5 @@
-"""Requests from other systems: librdkafka (confluent-kafka) and Apache avro-python framing."""
+"""Requests from other systems: librdkafka (confluent-kafka), Apache avro-python's framing and
+Confluent's (its AvroSerializer, with stagecast's fixed schema ids)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,16 @@ import avro.io
 import avro.schema
 import confluent_kafka
 import pytest
+from confluent_kafka.schema_registry import (
+    Schema,
+    SchemaRegistryClient,
+    record_subject_name_strategy,
+)
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
 
 from api.client import ApiRequestError, StagecastClient
-from schemas.codec import BUNDLED_DIRECTORY, default_codec
+from schemas.codec import BUNDLED_DIRECTORY, CONFLUENT_IDS, default_codec
 from tests.conftest import EXAMPLES, Pipeline
 from tests.integration.test_pipeline import _dead_letters, follow, steps
 
@@ -152,3 +160,62 @@ async def test_a_schema_stagecast_does_not_know_is_dead_lettered_unknown_fingerp
     assert letter["error_code"] == "UNKNOWN_FINGERPRINT"
     assert schema.fingerprint("CRC-64-AVRO").hex() in letter["reason"]
     assert letter["source_topic"] == pipeline.settings.topics.requests
+
+
+def confluent_serialized(record: dict[str, Any], topic: str) -> bytes:
+    """JobRequested as confluent-kafka's AvroSerializer frames it, the registry holding
+    stagecast's schemas under their fixed ids (its in-process one numbers them in order)."""
+    registry = SchemaRegistryClient.new_client({"url": "mock://stagecast-producers"})
+    ids = json.loads((BUNDLED_DIRECTORY / CONFLUENT_IDS).read_text())
+    for schema_id, version in sorted(ids.items(), key=lambda item: int(item[0])):
+        text = (BUNDLED_DIRECTORY / "history" / f"{version}.avsc").read_text()
+        subject = f"stagecast.events.{version.split('.')[0]}"
+        assert registry.register_schema(subject, Schema(text, "AVRO")) == int(schema_id)
+    serializer = AvroSerializer(
+        registry,
+        Schema((BUNDLED_DIRECTORY / "JobRequested.avsc").read_text(), "AVRO"),
+        conf={
+            "auto.register.schemas": False,
+            "subject.name.strategy": record_subject_name_strategy,
+        },
+    )
+    value = serializer(record, SerializationContext(topic, MessageField.VALUE))
+    assert isinstance(value, bytes)
+    return value
+
+
+async def test_a_job_in_confluent_framing_reaches_succeeded(pipeline: Pipeline) -> None:
+    record = job_requested("confluent-avro-serializer")
+    requests = pipeline.settings.topics.requests
+    value = confluent_serialized(record, requests)
+    assert value[:1] == b"\x00"
+    await asyncio.to_thread(
+        produce_with_librdkafka,
+        pipeline.settings.require_kafka(),
+        requests,
+        record["job_id"].encode(),
+        value,
+    )
+    lifecycle, view = await followed_to_the_end(pipeline, record["job_id"])
+    assert lifecycle == BUILT
+    assert view["status"] == "SUCCEEDED"
+
+
+async def test_a_confluent_frame_with_an_unknown_schema_id_is_dead_lettered(
+    pipeline: Pipeline,
+) -> None:
+    record = job_requested("confluent-avro-serializer")
+    requests = pipeline.settings.topics.requests
+    # The body is a valid JobRequested; only the id is one no stagecast schema has.
+    value = b"\x00" + (70_000).to_bytes(4, "big") + confluent_serialized(record, requests)[5:]
+    await asyncio.to_thread(
+        produce_with_librdkafka,
+        pipeline.settings.require_kafka(),
+        requests,
+        record["job_id"].encode(),
+        value,
+    )
+    letter = await _dead_letters(pipeline, value)
+    assert letter["error_code"] == "UNKNOWN_SCHEMA_ID"
+    assert "Confluent schema id 70000" in letter["reason"]
+    assert letter["source_topic"] == requests

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
-from schemas.codec import BUNDLED_DIRECTORY
+from schemas.codec import BUNDLED_DIRECTORY, CONFLUENT_IDS
 from schemas.fingerprints import avro_python_fingerprint_of, fingerprint_of
 from tests.unit.schemas.schema_files import current, declared, history_paths
 
 README = BUNDLED_DIRECTORY / "README.md"
 BEGIN = "<!-- fingerprint table: generated from the .avsc files, checked by tests -->"
 END = "<!-- end of fingerprint table -->"
+CONFLUENT_ID = {
+    version: int(schema_id)
+    for schema_id, version in json.loads((BUNDLED_DIRECTORY / CONFLUENT_IDS).read_text()).items()
+}
 
 
 def _row(path: Path) -> str:
@@ -21,15 +26,16 @@ def _row(path: Path) -> str:
     is_current = spec == fingerprint_of(current(event_type))
     label = f"{version} (current)" if is_current else version
     python = avro_python_fingerprint_of(schema)
-    return f"| {event_type} | {label} | `{spec.hex()}` | `{python.hex()}` |"
+    confluent = CONFLUENT_ID[path.name.removesuffix(".avsc")]
+    return f"| {event_type} | {label} | `{spec.hex()}` | `{python.hex()}` | {confluent} |"
 
 
 def fingerprint_table() -> str:
     """The table as the README must hold it, from the .avsc files as they are now."""
     lines = [
         BEGIN,
-        "| event type | version | fingerprint (spec) | fingerprint (avro-python) |",
-        "|---|---|---|---|",
+        "| event type | version | fingerprint (spec) | fingerprint (avro-python) | Confluent id |",
+        "|---|---|---|---|---|",
         *(_row(path) for path in history_paths()),
         END,
     ]
