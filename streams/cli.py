@@ -143,7 +143,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     info = running_stack(settings.state_dir.resolve())
     if info is not None:
         print(f"Using the stack already running at {info['api_url']}")
-        return 0 if asyncio.run(run_demo(str(info["api_url"]))) else 1
+        return 0 if asyncio.run(run_demo(str(info["api_url"]), api_key=_api_key())) else 1
     # SIGTERM unwinds like Ctrl-C, so the launcher below stops everything it started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print("Starting the embedded stack (Tansu broker, PostgreSQL, workers, projector, API)...")
