@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import DATABASE_UNAVAILABLE_ERRORS, error_response, on_database_unavailable
@@ -67,15 +67,16 @@ def caller(request: Request) -> Caller:
     return found if isinstance(found, Caller) else ANYONE
 
 
-def _route(scope: Scope) -> str | None:
-    """The template of the route that will answer, found as the router will find it."""
-    partial = None
+def _route(scope: Scope) -> BaseRoute | None:
+    """The route that will answer, found as the router will find it."""
+    partial: BaseRoute | None = None
+    route: BaseRoute
     for route in scope["app"].router.routes:
         match, _ = route.matches(scope)
         if match == Match.FULL:
-            return str(route.path)
+            return route
         if match == Match.PARTIAL and partial is None:
-            partial = str(route.path)  # the right path with another method: a 405 follows
+            partial = route  # the right path with another method: a 405 follows
     return partial
 
 
@@ -92,7 +93,11 @@ class AuthMiddleware:
             return
         settings: Settings = scope["app"].state.settings
         scope.setdefault("state", {})["caller"] = ANYONE
-        needed = required_scope(scope["method"], _route(scope))
+        route = _route(scope)
+        if route is not None:
+            # Where the router would leave it: a refused request is counted under its route.
+            scope["route"] = route
+        needed = required_scope(scope["method"], getattr(route, "path", None))
         if settings.auth == "open" or needed is None:
             await self.app(scope, receive, send)
             return

@@ -252,7 +252,12 @@ async def test_a_key_without_the_routes_scope_gets_403(
             )
             assert answer.status_code == 403, (method, path)
             assert answer.json()["error_code"] == "SCOPE_MISSING"
-        assert (await http.get("/metrics", headers=bearer(admin))).status_code == 200
+        assert (await http.get("/jobs")).status_code == 401
+        metrics = await http.get("/metrics", headers=bearer(admin))
+        assert metrics.status_code == 200
+        # Refusals are counted under the route they were for.
+        assert 'method="GET",route="/jobs",status="401"' in metrics.text
+        assert 'method="POST",route="/jobs",status="403"' in metrics.text
         assert (await http.get("/jobs", headers=bearer(reader))).status_code == 200
         submitted = await http.post("/jobs", headers=bearer(submitter), json=body)
         assert submitted.status_code == 202
