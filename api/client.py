@@ -42,8 +42,20 @@ class DownloadMismatch(Exception):
 
 
 class StagecastClient:
-    def __init__(self, base_url: str, tenant: str | None = None, timeout: float = 30.0) -> None:
+    """`api_key` is sent as `Authorization: Bearer` on every request (needed in keys mode);
+    `tenant` as X-Tenant, which open mode takes as the submitting tenant."""
+
+    def __init__(
+        self,
+        base_url: str,
+        tenant: str | None = None,
+        timeout: float = 30.0,
+        *,
+        api_key: str | None = None,
+    ) -> None:
         headers = {"X-Tenant": tenant} if tenant else {}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
         self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout)
 
     async def __aenter__(self) -> StagecastClient:

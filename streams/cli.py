@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -30,6 +31,11 @@ _HINTS = {
     "DATABASE_UNAVAILABLE": "the stack's database is down; try again in a few seconds",
     "BROKER_UNAVAILABLE": "the stack's broker is down; try again in a few seconds",
     "JOB_FINISHED": "nothing to cancel ('stagecast watch' shows how it ended)",
+    "API_KEY_MISSING": "set STAGECAST_API_KEY to a key from 'stagecast keys create'",
+    "API_KEY_INVALID": "check STAGECAST_API_KEY ('stagecast keys list' shows the known keys)",
+    "API_KEY_REVOKED": "this key was revoked; create another with 'stagecast keys create'",
+    "SCOPE_MISSING": "use a key with that scope ('stagecast keys create --scopes ...')",
+    "RATE_LIMITED": "wait the Retry-After seconds, or give the key a higher --rate",
 }
 
 
@@ -63,7 +69,11 @@ def _supervise(launcher: Launcher) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     from streams.launcher import Launcher, StackBusy
 
-    launcher = Launcher(_settings())
+    settings = _settings()
+    problem = settings.exposure_problem()
+    if problem is not None:
+        raise CliError(problem, 2)
+    launcher = Launcher(settings)
     try:
         try:
             launcher.start()
@@ -109,6 +119,11 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api_key() -> str | None:
+    """The key the commands that call the API send (STAGECAST_API_KEY; open mode needs none)."""
+    return os.environ.get("STAGECAST_API_KEY") or None
+
+
 def _api_url(args: argparse.Namespace, settings: Settings) -> str:
     if args.api:
         return str(args.api)
@@ -128,7 +143,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     info = running_stack(settings.state_dir.resolve())
     if info is not None:
         print(f"Using the stack already running at {info['api_url']}")
-        return 0 if asyncio.run(run_demo(str(info["api_url"]))) else 1
+        return 0 if asyncio.run(run_demo(str(info["api_url"]), api_key=_api_key())) else 1
     # SIGTERM unwinds like Ctrl-C, so the launcher below stops everything it started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print("Starting the embedded stack (Tansu broker, PostgreSQL, workers, projector, API)...")
@@ -162,7 +177,7 @@ async def _watch(
 
         view = LiveView(Console())
     status = 1
-    async with StagecastClient(api_url) as client:
+    async with StagecastClient(api_url, api_key=_api_key()) as client:
         with view:
             async for event in client.events(job_id, last_event_id):
                 view.feed(event)
@@ -220,7 +235,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     dsl = _read_model(args.file)
 
     async def submit() -> int:
-        async with StagecastClient(api_url) as client:
+        async with StagecastClient(api_url, api_key=_api_key()) as client:
             try:
                 accepted = await client.submit(
                     dsl,
@@ -246,7 +261,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     api_url = _api_url(args, _settings())
 
     async def cancel() -> int:
-        async with StagecastClient(api_url) as client:
+        async with StagecastClient(api_url, api_key=_api_key()) as client:
             answer = await client.cancel(args.job_id, args.reason or "")
         print(f"cancelling {answer['job_id']}; follow it with 'stagecast watch {answer['job_id']}'")
         return 0
@@ -396,6 +411,84 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return asyncio.run(audit())
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Create, list or revoke API keys, in the database the API reads them from."""
+    import asyncpg
+
+    from api.inputs import is_tenant
+    from api.keys import create_key, list_keys, parse_scopes, revoke_key
+
+    settings = _servers(_settings())
+    if not settings.database_url:
+        raise CliError("no database: set DATABASE_URL, or start the stack with 'stagecast up'")
+    if args.action == "create":
+        if not is_tenant(args.tenant):
+            raise CliError("--tenant must be 1-100 printable characters", 2)
+        try:
+            scopes = parse_scopes(args.scopes)
+        except ValueError as error:
+            raise CliError(f"--scopes: {error}", 2) from None
+        rate = settings.key_rate_per_minute if args.rate is None else args.rate
+        if rate < 1:
+            raise CliError("--rate is requests a minute: 1 or more", 2)
+
+    async def keys() -> int:
+        try:
+            conn = await asyncpg.connect(settings.database_url, timeout=10)
+        except (OSError, asyncpg.PostgresError) as error:
+            raise CliError(f"cannot reach the database: {error}") from None
+        try:
+            if args.action == "create":
+                key, secret = await create_key(conn, args.tenant, scopes, rate)
+                # The key alone on stdout (KEY=$(stagecast keys create ...)); the rest on stderr.
+                print(secret)
+                print(
+                    f"created API key {key.key_id} for tenant {key.tenant} "
+                    f"(scopes {','.join(key.scopes)}; {key.rate_per_minute} requests a minute). "
+                    "It is shown only now: store it.",
+                    file=sys.stderr,
+                )
+            elif args.action == "list":
+                _print_keys(await list_keys(conn), args.json)
+            else:
+                revoked = await revoke_key(conn, args.key_id)
+                if revoked is None:
+                    raise CliError(f"no API key {args.key_id!r} ('stagecast keys list' shows them)")
+                print(f"revoked API key {revoked.key_id} of tenant {revoked.tenant}")
+        finally:
+            await conn.close()
+        return 0
+
+    return asyncio.run(keys())
+
+
+def _print_keys(keys: list[Any], as_json: bool) -> None:
+    rows = [
+        {
+            "key_id": key.key_id,
+            "tenant": key.tenant,
+            "scopes": list(key.scopes),
+            "rate_per_minute": key.rate_per_minute,
+            "created_at": key.created_at.isoformat(),
+            "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+        }
+        for key in keys
+    ]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    print(f"{'KEY ID':<12}  {'TENANT':<20}  {'SCOPES':<18}  {'RATE/MIN':>8}  CREATED / REVOKED")
+    for row in rows:
+        when = str(row["created_at"])[:19]
+        if row["revoked_at"]:
+            when += f"  revoked {str(row['revoked_at'])[:19]}"
+        scopes = ",".join(row["scopes"])
+        print(
+            f"{row['key_id']:<12}  {row['tenant']:<20}  {scopes:<18}  "
+            f"{row['rate_per_minute']:>8}  {when}"
+        )
+
+
 def _print_archive(report: Any, as_json: bool) -> int:
     if as_json:
         print(
@@ -480,6 +573,20 @@ def parser() -> argparse.ArgumentParser:
     job = checks.add_parser("job", help="a job's timeline and invariants; exit 1 if broken")
     job.add_argument("job_id")
     job.add_argument("--json", action="store_true", help="the report as one JSON object")
+    keys = sub.add_parser("keys", help="API keys for STAGECAST_AUTH=keys: create, list, revoke")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    create = key_actions.add_parser("create", help="create a key and print it (only this once)")
+    create.add_argument("--tenant", required=True, help="the tenant whose jobs the key sees")
+    create.add_argument(
+        "--scopes", default="submit,read", help="comma list of submit, read, admin (submit,read)"
+    )
+    create.add_argument(
+        "--rate", type=int, help="requests a minute (STAGECAST_KEY_RATE_PER_MINUTE)"
+    )
+    listing = key_actions.add_parser("list", help="every key, without its secret")
+    listing.add_argument("--json", action="store_true", help="one JSON array")
+    revoke = key_actions.add_parser("revoke", help="revoke a key by its id; it is refused at once")
+    revoke.add_argument("key_id")
     return top
 
 
@@ -494,6 +601,7 @@ COMMANDS = {
     "cancel": cmd_cancel,
     "audit": cmd_audit,
     "replay": cmd_replay,
+    "keys": cmd_keys,
 }
 
 
