@@ -211,11 +211,31 @@ def _api_url(args: argparse.Namespace, settings: Settings) -> str:
     return f"http://{settings.api_host}:{settings.api_port}"
 
 
+async def _demo_on(api_url: str) -> int:
+    """The demo against the API at `api_url`, once it says it is ready."""
+    import httpx
+
+    from streams.demo import run_demo
+
+    async with httpx.AsyncClient(timeout=10) as http:
+        ready = await http.get(f"{api_url.rstrip('/')}/ready")
+    if ready.status_code != 200:
+        raise CliError(
+            "API_NOT_READY",
+            f"the API at {api_url} is not ready ({ready.status_code})",
+            EXIT_UNAVAILABLE,
+            "its broker or database is down; try again in a few seconds",
+        )
+    return 0 if await run_demo(api_url) else EXIT_JOB_FAILED
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from streams.demo import run_demo
     from streams.launcher import Launcher, StackBusy, running_stack
 
     settings = _settings()
+    if args.api:
+        return _against_api(args.api, _demo_on(args.api))
     info = running_stack(settings.state_dir.resolve())
     if info is not None:
         print(f"Using the stack already running at {info['api_url']}")

@@ -183,7 +183,8 @@ def test_submit_watch_and_cancel_without_an_api_say_how_to_start_one(no_api: str
     submitted = stagecast("submit", str(EXAMPLES / "tiny.neural"), "--api", no_api)
     watched = stagecast("watch", str(uuid.uuid4()), "--api", no_api)
     cancelled = stagecast("cancel", str(uuid.uuid4()), "--json", "--api", no_api)
-    for done in (submitted, watched, cancelled):
+    demo = stagecast("demo", "--api", no_api)
+    for done in (submitted, watched, cancelled, demo):
         assert done.returncode == 3
         assert one_line(done) == expected
         assert done.stdout == ""
@@ -503,3 +504,16 @@ def test_up_json_prints_where_everything_is(stack: RunningStack, tmp_path: Path)
     assert up.returncode == 0
     assert out == ""  # nothing but the one JSON document
     assert err == "stopping...\n"
+
+
+def test_watch_after_the_end_of_a_feed_says_it_had_ended(pipeline: Pipeline) -> None:
+    job_id = submitted(pipeline, EXAMPLES / "tiny.neural")
+    events = stagecast("watch", job_id, "--json", "--api", pipeline.api_url)
+    last = json.loads(events.stdout.splitlines()[-1])["seq"]
+    after = stagecast("watch", job_id, "--last-event-id", str(last), "--api", pipeline.api_url)
+    assert after.returncode == 1
+    assert after.stdout == ""
+    assert one_line(after) == (
+        f"error: FEED_ENDED: job {job_id} has no events after seq {last}: its feed had ended — "
+        "watch without --last-event-id to see how it ended"
+    )
