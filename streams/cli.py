@@ -1,7 +1,7 @@
 """The `stagecast` command: run the stack or one of its parts, submit and watch jobs.
 
 Every failure is one line on stderr, `error: CODE: message — what to do`, and an exit code of
-its kind (EXIT_CODES); `--debug` shows the traceback instead. Commands that print results
+its kind (the EXIT_ constants); `--debug` shows the traceback instead. Commands that print results
 take `--json`: one JSON document, or one per line for a feed.
 """
 
@@ -163,13 +163,24 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _described(error: BaseException) -> str:
+    """`Type: message`, once (some libraries' messages start with their type already)."""
+    text = str(error)
+    name = type(error).__name__
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
 def _unreachable(error: BaseException) -> bool:
     """Whether `error` says a broker or database did not answer (not a bug of ours)."""
+    import socket
+
     import asyncpg
     from aiokafka.errors import KafkaConnectionError
 
     connection_errors = (
-        OSError,
+        ConnectionError,  # refused, reset
+        TimeoutError,
+        socket.gaierror,  # a host name that does not resolve
         KafkaConnectionError,
         asyncpg.PostgresConnectionError,
         asyncpg.CannotConnectNowError,
@@ -293,9 +304,10 @@ async def _watch(
                     f"it goes on; follow it with 'stagecast watch {job_id}'",
                 ) from None
     if last is None or last.type not in TERMINAL_TYPES:
+        after = "" if last_event_id is None else f" after seq {last_event_id}"
         raise CliError(
             "FEED_ENDED",
-            f"job {job_id} has no events after seq {last_event_id}: its feed had ended",
+            f"job {job_id} has no events{after}: its feed had ended",
             EXIT_JOB_FAILED,
             "watch without --last-event-id to see how it ended",
         )
@@ -769,7 +781,7 @@ def main(argv: list[str] | None = None) -> int:
         if _unreachable(error):
             failure = CliError(
                 "SERVERS_UNREACHABLE",
-                f"{type(error).__name__}: {error}",
+                _described(error),
                 EXIT_UNREACHABLE,
                 "check KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL, or start the stack with "
                 "'stagecast up'",
@@ -777,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             failure = CliError(
                 "INTERNAL",
-                f"{type(error).__name__}: {error}",
+                _described(error),
                 EXIT_INTERNAL,
                 "a bug: run the command again with --debug and report the traceback",
             )

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
+from collections.abc import Callable
 
 import pytest
 
 from api.client import ApiRequestError
 from projections.replay import ReplayResult, Republished, TableDiff
 from streams.cli import (
+    COMMANDS,
     EXIT_NOT_FOUND,
     EXIT_REFUSED,
     CliError,
+    _described,
     _refusal,
     _replay_report,
     _republish_report,
+    main,
 )
 
 
@@ -78,3 +84,51 @@ def test_the_republish_report_has_each_topic() -> None:
             "s.progress": {"held_before": 1, "sent": 2},
         },
     }
+
+
+def test_an_error_is_described_by_its_type_once() -> None:
+    assert _described(KeyError("x")) == "KeyError: 'x'"
+    assert _described(RuntimeError("RuntimeError: twice")) == "RuntimeError: twice"
+
+
+def _failing(error: Exception) -> Callable[[argparse.Namespace], int]:
+    def command(args: argparse.Namespace) -> int:
+        raise error
+
+    return command
+
+
+@pytest.mark.parametrize(
+    ("error", "exit_code", "line"),
+    [
+        (
+            ValueError("unexpected"),
+            70,
+            "error: INTERNAL: ValueError: unexpected — a bug: run the command again with --debug "
+            "and report the traceback",
+        ),
+        (
+            ConnectionRefusedError(111, "Connect call failed"),
+            3,
+            "error: SERVERS_UNREACHABLE: ConnectionRefusedError: [Errno 111] Connect call failed "
+            "— check "
+            "KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL, or start the stack with 'stagecast up'",
+        ),
+    ],
+    ids=["bug", "unreachable"],
+)
+def test_what_no_command_expected_is_still_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: Exception,
+    exit_code: int,
+    line: str,
+) -> None:
+    monkeypatch.setitem(COMMANDS, "cancel", _failing(error))
+    # main() quietens aiokafka's log for one-shot commands: not for the rest of this process.
+    quiet = logging.getLogger("aiokafka")
+    monkeypatch.setattr(quiet, "level", quiet.level)
+    assert main(["cancel", "some-job"]) == exit_code
+    assert capsys.readouterr().err == line + "\n"
+    with pytest.raises(type(error)):
+        main(["--debug", "cancel", "some-job"])
