@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -91,6 +91,15 @@ def test_an_error_is_described_by_its_type_once() -> None:
     assert _described(RuntimeError("RuntimeError: twice")) == "RuntimeError: twice"
 
 
+@pytest.fixture
+def aiokafka_log() -> Iterator[None]:
+    """main() quietens aiokafka's log for one-shot commands: not for the rest of this process."""
+    logger = logging.getLogger("aiokafka")
+    level = logger.level
+    yield
+    logger.setLevel(level)
+
+
 def _failing(error: Exception) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
         raise error
@@ -118,6 +127,7 @@ def _failing(error: Exception) -> Callable[[argparse.Namespace], int]:
     ids=["bug", "unreachable"],
 )
 def test_what_no_command_expected_is_still_one_line(
+    aiokafka_log: None,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     error: Exception,
@@ -125,9 +135,6 @@ def test_what_no_command_expected_is_still_one_line(
     line: str,
 ) -> None:
     monkeypatch.setitem(COMMANDS, "cancel", _failing(error))
-    # main() quietens aiokafka's log for one-shot commands: not for the rest of this process.
-    quiet = logging.getLogger("aiokafka")
-    monkeypatch.setattr(quiet, "level", quiet.level)
     assert main(["cancel", "some-job"]) == exit_code
     assert capsys.readouterr().err == line + "\n"
     with pytest.raises(type(error)):
