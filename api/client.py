@@ -68,10 +68,10 @@ class ApiRequestError(StagecastError):
 class WaitTimeout(StagecastError):
     """`wait()` gave up: the job had not ended within the time allowed."""
 
-    def __init__(self, job_id: str, timeout: float) -> None:
-        super().__init__(f"job {job_id} had not ended after {timeout:g} s")
+    def __init__(self, job_id: str, max_wait_s: float) -> None:
+        super().__init__(f"job {job_id} had not ended after {max_wait_s:g} s")
         self.job_id = job_id
-        self.timeout = timeout
+        self.max_wait_s = max_wait_s
 
 
 class DownloadMismatch(StagecastError):

@@ -115,7 +115,7 @@ async def test_wait_gives_up_after_max_wait_s(lone_api: Launcher) -> None:
         waited = time.monotonic() - started
     # Its feed is open and idle (heartbeats every second): only the limit ended the wait.
     assert 1.5 <= waited < 5.0
-    assert gave_up.value.job_id == accepted["job_id"]
+    assert (gave_up.value.job_id, gave_up.value.max_wait_s) == (accepted["job_id"], 1.5)
     assert str(gave_up.value) == f"job {accepted['job_id']} had not ended after 1.5 s"
 
 
