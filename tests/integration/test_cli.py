@@ -91,10 +91,34 @@ def test_watch_json_prints_each_event_as_one_json_object_per_line(
 
 def test_watch_on_a_terminal_draws_progress_bars(pipeline: Pipeline) -> None:
     job_id = submitted(pipeline, EXAMPLES / "tiny.neural")
+    text = watched_on_a_terminal(pipeline.api_url, job_id)
+    for stage in ("parse", "compile", "codegen"):
+        assert re.search(rf"✓ {stage} +━+ 100% ", text), text
+    assert "✓ job SUCCEEDED" in text
+    assert "StageChanged" not in text  # not the lines a pipe gets
+
+
+def test_watch_on_a_terminal_draws_the_epoch_of_a_training(pipeline: Pipeline) -> None:
+    iris = (EXAMPLES / "iris_mlp.neural").read_text()
+    body = {"dsl": iris, "stages": ["train"], "train": {"epochs": 3, "seed": 1}}
+    accepted = httpx.post(f"{pipeline.api_url}/jobs", json=body, timeout=10)
+    assert accepted.status_code == 202, accepted.text
+    text = watched_on_a_terminal(pipeline.api_url, accepted.json()["job_id"])
+    assert re.search(r"✓ train +━+ 100% ", text), text
+    # The epoch bar as it ended: the last epoch, all its steps, its loss, ETA and speed.
+    assert re.search(r"✓   epoch 3/3 +━+ 100% \S+ loss \d\.\d{4}  ETA 0 s  \d+ samples/s", text), (
+        text
+    )
+    assert re.search(r"epoch 3  loss \d\.\d{4}", text), text  # its metrics, printed above
+    assert "✓ job SUCCEEDED" in text
+
+
+def watched_on_a_terminal(api_url: str, job_id: str) -> str:
+    """What `stagecast watch` showed on a 100-column terminal, without its colours."""
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
     watch = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "watch", job_id, "--api", pipeline.api_url],
+        [sys.executable, "-m", "streams.cli", "watch", job_id, "--api", api_url],
         stdin=terminal,
         stdout=terminal,
         stderr=subprocess.PIPE,
@@ -105,15 +129,11 @@ def test_watch_on_a_terminal_draws_progress_bars(pipeline: Pipeline) -> None:
     try:
         while chunk := _read(controller):
             shown += chunk
-        assert watch.wait(timeout=60) == 0
+        assert watch.wait(timeout=120) == 0
     finally:
         os.close(controller)
         watch.kill()
-    text = re.sub(r"\x1b\[[0-9;]*m", "", shown.decode())  # without its colours
-    for stage in ("parse", "compile", "codegen"):
-        assert re.search(rf"✓ {stage} +━+ 100% ", text), text
-    assert "✓ job SUCCEEDED" in text
-    assert "StageChanged" not in text  # not the lines a pipe gets
+    return re.sub(r"\x1b\[[0-9;]*m", "", shown.decode())
 
 
 def _read(fd: int) -> bytes:
