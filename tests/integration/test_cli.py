@@ -359,6 +359,10 @@ def _wait_until_connected(pid: int, port: int, timeout: float = 30.0) -> None:
         ("audit", "job"),
         ("up", "--verbose"),
         ("prepare", "--topics"),
+        ("worker", "--dispatcher"),
+        ("projector", "--standby"),
+        ("api", "--port", "80"),
+        ("demo", "--fast"),
     ],
     ids=lambda args: "-".join(args),
 )
