@@ -209,8 +209,9 @@ async def test_a_revoked_key_is_refused_at_once(pipeline: Pipeline, keys_api: La
     listed = stagecast(pipeline, "keys", "list")
     assert key_id in listed.stdout and "revoked" in listed.stdout and key not in listed.stdout
     unknown = stagecast(pipeline, "keys", "revoke", "0123456789ab")
-    assert unknown.returncode == 1
-    assert unknown.stderr.startswith("stagecast: no API key") and unknown.stderr.count("\n") == 1
+    assert unknown.returncode == 5
+    assert unknown.stderr.startswith("error: KEY_NOT_FOUND: no API key")
+    assert unknown.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize(
