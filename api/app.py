@@ -9,8 +9,11 @@ from collections.abc import AsyncIterator
 import asyncpg
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
+from api.auth import AuthMiddleware
 from api.dashboard import Dashboard
 from api.docs import DocsPage
 from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware
@@ -19,11 +22,22 @@ from api.metrics import ApiMetrics, HttpMetricsMiddleware
 from api.openapi import openapi_document
 from api.operations import starlette_routes
 from api.outbox import OutboxRelay
+from api.ratelimit import RateLimits
 from api.routes import operations as api_operations
 from api.watchdog import StageWatchdog
 from schemas.codec import default_codec
 from streams.producer import EventPublisher
 from streams.settings import Settings
+
+# What a page on an allowed origin may send and read (besides the CORS-safelisted ones).
+CORS_REQUEST_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "Last-Event-ID",
+    "X-Request-ID",
+    "X-Tenant",
+)
+CORS_RESPONSE_HEADERS = ("Location", "Retry-After", "WWW-Authenticate", "X-Request-ID")
 
 
 def create_app(settings: Settings) -> ASGIApp:
@@ -60,6 +74,9 @@ def create_app(settings: Settings) -> ASGIApp:
     operations = api_operations(Dashboard(), DocsPage())
     app = Starlette(
         routes=starlette_routes(operations),
+        # CORS outside auth: a preflight carries no key, and a 401 needs the CORS headers for a
+        # page to read it.
+        middleware=[*_cors(settings), Middleware(AuthMiddleware, limits=RateLimits())],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
@@ -69,8 +86,28 @@ def create_app(settings: Settings) -> ASGIApp:
     return RequestIdMiddleware(HttpMetricsMiddleware(app, metrics))
 
 
+def _cors(settings: Settings) -> list[Middleware]:
+    if not settings.cors_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=list(CORS_REQUEST_HEADERS),
+            expose_headers=list(CORS_RESPONSE_HEADERS),
+            # Keys travel in a header, never in cookies: no credentialed requests.
+            allow_credentials=False,
+            max_age=600,
+        )
+    ]
+
+
 def run_api(settings: Settings) -> None:
-    """Serve the API with uvicorn until SIGINT/SIGTERM."""
+    """Serve the API with uvicorn until SIGINT/SIGTERM; refuse open mode off loopback."""
+    problem = settings.exposure_problem()
+    if problem is not None:
+        raise SystemExit(f"stagecast: {problem}")
     config = uvicorn.Config(
         create_app(settings),
         host=settings.api_host,

@@ -9,6 +9,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from api.auth import required_scope
 from api.operations import Answer, Operation
 from api.views import ErrorBody
 
@@ -18,17 +19,20 @@ DESCRIPTION = (
     "Submit jobs that parse, compile, generate, run and train neural-network models, and "
     "follow them: REST reads and Server-Sent-Events feeds. Every error is an `ErrorBody` "
     "with a stable `error_code`.\n\n"
-    "Every operation but health and readiness takes an API key as `Authorization: Bearer "
-    "<key>`. A deployment in open mode (the embedded default, for local use) has no keys and "
-    "never answers 401, 403 or 429."
+    "In keys mode every operation but the probes, this document and the static pages takes an "
+    "API key as `Authorization: Bearer <key>`, with the scope the operation names. A "
+    "deployment in open mode (the embedded default, for local use) has no keys and never "
+    "answers 401, 403 or 429."
 )
 SECURITY_SCHEME = "bearer"
 _REF = "#/components/schemas/{model}"
-# What a client meets on every operation that needs a key.
+# What a client meets on every operation that needs a key (api/auth.py, api/keys.py): the
+# key is looked up in PostgreSQL, which may be away.
 _AUTH_ERRORS: dict[int, tuple[str, ...]] = {
-    401: ("UNAUTHORIZED",),
-    403: ("FORBIDDEN",),
+    401: ("API_KEY_MISSING", "API_KEY_INVALID", "API_KEY_REVOKED"),
+    403: ("SCOPE_MISSING",),
     429: ("RATE_LIMITED",),
+    503: ("DATABASE_UNAVAILABLE",),
 }
 _RETRY_AFTER = {"Retry-After": "seconds to wait before trying again"}
 _REASONS = {
@@ -95,13 +99,16 @@ class _Schemas:
 
 
 def _operation(operation: Operation, schemas: _Schemas) -> dict[str, Any]:
+    scope = required_scope(operation.method, operation.path)
     document: dict[str, Any] = {
         "operationId": operation.operation_id,
         "summary": operation.summary,
         "tags": [operation.tag],
     }
-    if operation.description:
-        document["description"] = operation.description
+    needs = "Anyone may call it." if scope is None else f"Needs the `{scope}` scope."
+    document["description"] = f"{operation.description}\n\n{needs}".strip()
+    if scope is None:
+        document["security"] = []
     parameters = [
         parameter
         for location, model in operation.parameters.items()
@@ -118,13 +125,12 @@ def _operation(operation: Operation, schemas: _Schemas) -> dict[str, Any]:
         str(status): _answer(answer, schemas)
         for status, answer in sorted(operation.answers.items())
     }
-    errors = dict(operation.errors)
-    if operation.public:
-        document["security"] = []
-    else:
-        errors.update(_AUTH_ERRORS)
-    for status, codes in sorted(errors.items()):
-        responses[str(status)] = _error(status, codes, schemas)
+    errors = {status: dict.fromkeys(codes) for status, codes in operation.errors.items()}
+    if scope is not None:
+        for status, codes in _AUTH_ERRORS.items():
+            errors.setdefault(status, {}).update(dict.fromkeys(codes))
+    for status, known in sorted(errors.items()):
+        responses[str(status)] = _error(status, tuple(known), schemas)
     document["responses"] = responses
     return document
 

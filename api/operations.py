@@ -41,8 +41,8 @@ class Operation:
     """One method on one path: the handler, and what it takes and answers.
 
     `parameters` maps where parameters travel to a pydantic model whose fields (by alias) are
-    the parameters; `errors` maps each error status to the `error_code`s it may carry.
-    `public` operations need no API key (health and readiness).
+    the parameters; `errors` maps each error status to the `error_code`s it may carry. Which
+    need an API key, and with which scope, api/auth.py says (`required_scope`).
     """
 
     method: Method
@@ -56,7 +56,6 @@ class Operation:
     parameters: Mapping[Location, type[BaseModel]] = field(default_factory=dict)
     body: type[BaseModel] | None = None
     body_required: bool = True
-    public: bool = False
     description: str = ""
 
     @property

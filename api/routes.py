@@ -122,6 +122,7 @@ def operations(dashboard: Dashboard, docs: DocsPage) -> list[Operation]:
             {
                 **_BODY_ERRORS,
                 400: (*_BODY_ERRORS[400], "INVALID_TENANT"),
+                403: ("TENANT_MISMATCH",),
                 409: ("IDEMPOTENCY_CONFLICT",),
                 422: ("VALIDATION_FAILED", *_PLAN_REJECTIONS),
                 503: _DATABASE,
@@ -137,7 +138,7 @@ def operations(dashboard: Dashboard, docs: DocsPage) -> list[Operation]:
             "List jobs, newest first",
             "jobs",
             {200: Answer("a page of jobs", JobPage)},
-            {400: ("INVALID_QUERY",), 503: _DATABASE},
+            {400: ("INVALID_QUERY",), 403: ("TENANT_FORBIDDEN",), 503: _DATABASE},
             parameters={"query": JobListQuery},
         ),
         Operation(
@@ -249,7 +250,11 @@ def operations(dashboard: Dashboard, docs: DocsPage) -> list[Operation]:
             "Every job's events as Server-Sent Events, filtered",
             "feeds",
             {200: _SSE_ANSWER},
-            {400: ("INVALID_QUERY", "INVALID_LAST_EVENT_ID"), 503: _DATABASE},
+            {
+                400: ("INVALID_QUERY", "INVALID_LAST_EVENT_ID"),
+                403: ("TENANT_FORBIDDEN",),
+                503: _DATABASE,
+            },
             parameters={"query": FirehoseQuery, "header": ResumeHeader},
             description="Type, stage and job repeat or take comma lists; tenant only repeats.",
         ),
@@ -304,7 +309,6 @@ def operations(dashboard: Dashboard, docs: DocsPage) -> list[Operation]:
             "The process is up",
             "operations",
             {200: Answer("up", Health)},
-            public=True,
         ),
         Operation(
             "GET",
@@ -315,7 +319,6 @@ def operations(dashboard: Dashboard, docs: DocsPage) -> list[Operation]:
             "operations",
             {200: Answer("ready, with what each live worker's sandbox confines", Readiness)},
             {503: ("NOT_READY", *_DATABASE)},
-            public=True,
         ),
         Operation(
             "GET",

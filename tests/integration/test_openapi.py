@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -24,7 +25,9 @@ from api.dashboard import Dashboard
 from api.docs import DocsPage
 from api.openapi import openapi_document
 from api.routes import operations
-from tests.conftest import WARMUP_DSL, Pipeline
+from streams.launcher import Launcher
+from tests.conftest import WARMUP_DSL, Pipeline, api_alone
+from tests.integration.test_auth import bearer, create_key, tenant
 
 pytestmark = pytest.mark.integration
 
@@ -137,3 +140,58 @@ def test_a_submission_and_its_duplicate_conform_to_the_document(
     again = submit.Case(body=body).call_and_validate(checks=CHECKS)
     assert (first.status_code, again.status_code) == (202, 200)
     assert again.json()["duplicate"] is True
+
+
+@pytest.fixture(scope="module")
+def keys_mode(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    """An API process of its own in keys mode, on the pipeline's database and topics."""
+    settings = pipeline.settings.model_copy(update={"auth": "keys"})
+    with api_alone(settings, tmp_path_factory.mktemp("openapi-keys")) as launcher:
+        yield launcher
+
+
+def _path_parameters(operation: dict[str, Any]) -> dict[str, Any]:
+    """Valid path parameters: a job id, an artifact name, or the first file a page loads."""
+    values: dict[str, Any] = {}
+    for parameter in operation.get("parameters", ()):
+        if parameter["in"] == "path":
+            schema = parameter["schema"]
+            values[parameter["name"]] = (
+                str(uuid.uuid4())
+                if schema.get("format") == "uuid"
+                else schema.get("enum", ["x"])[0]
+            )
+    return values
+
+
+def test_keys_mode_refusals_are_the_documented_ones(
+    pipeline: Pipeline, keys_mode: Launcher
+) -> None:
+    """Open mode never refuses: here every operation is asked without a key, and a key is
+    refused for its scope and its rate, each answer checked against the document."""
+    refused = {}
+    for path, item in DOCUMENT["paths"].items():
+        for method, operation in item.items():
+            case = schema[path][method.upper()].Case(path_parameters=_path_parameters(operation))
+            response = case.call_and_validate(
+                base_url=keys_mode.api_url, checks=CHECKS, timeout=FEED_TIMEOUT_S
+            )
+            refused[method, path] = response.status_code == 401
+    public = {key for key, was in refused.items() if not was}
+    assert public == {
+        ("get", "/health"),
+        ("get", "/ready"),
+        ("get", "/openapi.json"),
+        ("get", "/docs"),
+        ("get", "/docs/assets/{name}"),
+        ("get", "/dashboard"),
+        ("get", "/dashboard/assets/{name}"),
+    }
+    reader = create_key(pipeline, tenant(), scopes="read", rate=1)
+    submit = schema["/jobs"]["POST"].Case(body={"dsl": WARMUP_DSL}, headers=bearer(reader))
+    no_scope = submit.call_and_validate(base_url=keys_mode.api_url, checks=CHECKS)
+    over_rate = submit.call_and_validate(base_url=keys_mode.api_url, checks=CHECKS)
+    assert (no_scope.status_code, no_scope.json()["error_code"]) == (403, "SCOPE_MISSING")
+    assert (over_rate.status_code, over_rate.json()["error_code"]) == (429, "RATE_LIMITED")
+    headers = {name.lower(): values for name, values in over_rate.headers.items()}
+    assert int(headers["retry-after"][0]) >= 1

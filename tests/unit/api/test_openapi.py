@@ -25,7 +25,16 @@ from api.routes import operations
 from api.views import Health, JobQueued, json_answer
 from streams.settings import Settings
 
-PUBLIC = {("/health", "get"), ("/ready", "get")}
+# What api/auth.py lets anyone call: the probes, the document and the static pages.
+PUBLIC = {
+    ("/health", "get"),
+    ("/ready", "get"),
+    ("/openapi.json", "get"),
+    ("/docs", "get"),
+    ("/docs/assets/{name}", "get"),
+    ("/dashboard", "get"),
+    ("/dashboard/assets/{name}", "get"),
+}
 AUTH_ERRORS = {"401", "403", "429"}
 
 
@@ -88,7 +97,7 @@ def _refs(value: Any) -> list[str]:
     return []
 
 
-def test_every_route_but_health_and_ready_needs_a_key(document: dict[str, Any]) -> None:
+def test_every_operation_but_the_public_ones_asks_for_a_key(document: dict[str, Any]) -> None:
     schemes = document["components"]["securitySchemes"]
     assert schemes["bearer"] == {
         "type": "http",
@@ -96,15 +105,32 @@ def test_every_route_but_health_and_ready_needs_a_key(document: dict[str, Any]) 
         "description": "an API key; none in open mode",
     }
     assert document["security"] == [{"bearer": []}]
+    public = set()
     for key, operation in _operations(document).items():
-        if key in PUBLIC:
-            assert operation["security"] == []
-            assert not AUTH_ERRORS & set(operation["responses"])
-        else:
-            assert "security" not in operation
-            assert set(operation["responses"]) >= AUTH_ERRORS, key
-            rate_limited = operation["responses"]["429"]
-            assert "Retry-After" in rate_limited["headers"]
+        codes = {
+            status: answer["content"]["application/json"]["schema"]["properties"]["error_code"][
+                "enum"
+            ]
+            for status, answer in operation["responses"].items()
+            if int(status) >= 400
+        }
+        if operation.get("security") == []:
+            public.add(key)
+            assert not AUTH_ERRORS & set(codes)
+            continue
+        assert "security" not in operation
+        assert {"API_KEY_MISSING", "API_KEY_INVALID", "API_KEY_REVOKED"} <= set(codes["401"])
+        assert "SCOPE_MISSING" in codes["403"]
+        assert codes["429"] == ["RATE_LIMITED"]
+        assert "Retry-After" in operation["responses"]["429"]["headers"]
+        assert "DATABASE_UNAVAILABLE" in codes["503"]
+    assert public == PUBLIC
+    # An operation's own 403 codes stay beside the scope's.
+    listing = document["paths"]["/jobs"]["get"]["responses"]["403"]
+    assert listing["content"]["application/json"]["schema"]["properties"]["error_code"]["enum"] == [
+        "TENANT_FORBIDDEN",
+        "SCOPE_MISSING",
+    ]
 
 
 def test_error_answers_name_their_codes_on_the_shared_error_body(document: dict[str, Any]) -> None:
