@@ -28,7 +28,7 @@ from streams.stack import (
 )
 from streams.topics import ensure_topics
 
-PROCESSES = ("worker", "projector", "api")
+PROCESSES = ("worker", "projector", "webhooks", "api")
 # Tansu answers JoinGroup after half the session timeout (faust's 60 s default means 30 s
 # joins) and can hold a multi-partition fetch for its whole max wait (~750 ms a hop measured
 # with faust's 1.5 s).

@@ -131,6 +131,15 @@ class Settings(BaseSettings):
     stage_max_attempts: int = Field(default=3, ge=1, le=100)
     # Refuse to run code where the sandbox lacks a protection, unless this says otherwise.
     allow_unconfined: bool = False
+    # Webhooks (projections/webhooks/): attempts per delivery before it is FAILED, the
+    # back-off before attempt n+1 (base * 2^(n-1), capped, with jitter), one attempt's
+    # time-out, and how many requests are in flight at once, per subscription and in all.
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_backoff_base_s: float = Field(default=2.0, gt=0, le=3600)
+    webhook_backoff_max_s: float = Field(default=600.0, gt=0, le=86_400)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    webhook_subscription_concurrency: int = Field(default=4, ge=1, le=64)
+    webhook_concurrency: int = Field(default=64, ge=1, le=1024)
     log_level: str = "INFO"
 
     @field_validator("enabled_stages", mode="before")
