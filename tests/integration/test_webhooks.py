@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from aiokafka import AIOKafkaProducer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -497,3 +498,25 @@ async def test_a_killed_webhooks_process_loses_no_delivery_and_records_each_once
 
 async def _any_arrived(receiver: Receiver, path: str) -> bool:
     return bool(receiver.at(path))
+
+
+async def test_undecodable_messages_on_the_events_topic_are_skipped(
+    hooks: Launcher, api: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """The projector dead-letters them; the webhooks process goes on past them."""
+    who = tenant()
+    created = await subscribe(api, who, f"{receiver.base}/ok/after-garbage")
+    job = str(uuid.uuid4())
+    producer = AIOKafkaProducer(bootstrap_servers=hooks.settings.require_kafka())
+    await producer.start()
+    try:
+        for junk in (b"not avro", b"\xc3\x01" + b"\x00" * 8, b""):
+            await producer.send_and_wait(hooks.settings.topics.events, junk, key=job.encode())
+    finally:
+        await producer.stop()
+    event = now(finished(job, 0, "SUCCEEDED", []), who)
+    await send(hooks.settings, event)
+    [delivery] = await settled(api, who, created["id"], 1)
+    assert delivery["event_id"] == event[1]["event_id"]
+    assert delivery["status"] == "DELIVERED"
+    assert hooks.children["webhooks"].poll() is None
