@@ -86,8 +86,8 @@ class Launcher:
             updates["database_url"] = self.database.url("stagecast")
         if not self.settings.api_port:
             updates["api_port"] = free_port(self.settings.api_host)
-        # A stack always serves its worker's and projector's metrics (README "Observability").
-        for port in ("worker_metrics_port", "projector_metrics_port"):
+        # A stack always serves its processes' metrics (README "Observability").
+        for port in ("worker_metrics_port", "projector_metrics_port", "webhooks_metrics_port"):
             if not getattr(self.settings, port):
                 updates[port] = free_port(self.settings.metrics_host)
         self.settings = self.settings.model_copy(update=updates)
@@ -167,7 +167,11 @@ class Launcher:
         """Where each process of the stack serves its Prometheus metrics."""
         s = self.settings
         urls = {"api": f"{self.api_url}/metrics"}
-        ports = {"worker": s.worker_metrics_port, "projector": s.projector_metrics_port}
+        ports = {
+            "worker": s.worker_metrics_port,
+            "projector": s.projector_metrics_port,
+            "webhooks": s.webhooks_metrics_port,
+        }
         for name, port in ports.items():
             if port:
                 urls[name] = f"http://{s.metrics_host}:{port}/metrics"

@@ -78,12 +78,13 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=1_048_576, ge=1)
     # Kafka's default message.max.bytes is 1 MiB; a bigger event could never be delivered.
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
-    # Metrics (README "Observability"): where the worker and the projector serve /metrics.
-    # Unset: not served; 0: any free port (`stagecast up` picks free ports for both and writes
-    # them to stack.json). The API serves GET /metrics on its own port.
+    # Metrics (README "Observability"): where the worker, the projector and the webhooks process
+    # serve /metrics. Unset: not served; 0: any free port (`stagecast up` picks free ports for
+    # all three and writes them to stack.json). The API serves GET /metrics on its own port.
     metrics_host: str = "127.0.0.1"
     worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
     projector_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    webhooks_metrics_port: int | None = Field(default=None, ge=0, le=65535)
     # How often the projector process samples every consumer's lag into `consumer_lag`.
     lag_sample_s: float = Field(default=5.0, gt=0, le=3600)
     projector_batch: int = Field(default=2_000, ge=1)

@@ -129,6 +129,15 @@ WHERE subscription_id = $1 AND event_id = $2 AND attempts = $3 - 1 AND status = 
 """
 
 
+@dataclass
+class SenderStats:
+    """Attempts made since the sender started, by what they made of their delivery."""
+
+    delivered: int = 0
+    retried: int = 0
+    failed: int = 0
+
+
 class WebhookSender:
     """Sends due deliveries until stopped; `wake` says new ones are there."""
 
@@ -140,8 +149,14 @@ class WebhookSender:
             settings.webhook_backoff_base_s,
             settings.webhook_backoff_max_s,
         )
+        self.stats = SenderStats()
         self._in_flight: Counter[uuid.UUID] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests under way now."""
+        return len(self._tasks)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send until `stop` is set; a lost database is waited out."""
@@ -255,6 +270,12 @@ class WebhookSender:
                 exc,
             )
             return
+        if settled.status == "DELIVERED":
+            self.stats.delivered += 1
+        elif settled.status == "PENDING":
+            self.stats.retried += 1
+        else:
+            self.stats.failed += 1
         if settled.status == "FAILED":
             log.warning(
                 "webhook %s gave up on event %s after attempt %d: %s",

@@ -11,11 +11,15 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from prometheus_client import CollectorRegistry
+
 from projections.migrate import migrate
 from projections.service import companion
+from projections.webhooks.metrics import WebhookMetrics
 from projections.webhooks.recorder import WebhookRecorder
 from projections.webhooks.sender import WebhookSender
 from schemas.codec import default_codec
+from streams.exposition import serve_metrics
 from streams.settings import Settings
 
 
@@ -25,6 +29,11 @@ async def run_webhooks_process(settings: Settings) -> None:
     wake = asyncio.Event()
     recorder = WebhookRecorder(settings, default_codec(), wake)
     sender = WebhookSender(settings, wake)
+    registry = CollectorRegistry()
+    registry.register(WebhookMetrics(recorder, sender))
+    server = serve_metrics(
+        registry, settings.metrics_host, settings.webhooks_metrics_port, "webhooks"
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -36,3 +45,5 @@ async def run_webhooks_process(settings: Settings) -> None:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if server is not None:
+            server.stop()

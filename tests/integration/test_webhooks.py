@@ -27,6 +27,7 @@ from streams.producer import now_ms
 from streams.settings import Settings
 from streams.stack import free_port
 from tests.conftest import EXAMPLES, Pipeline, RunningStack
+from tests.integration.test_metrics import scrape, value
 from tests.integration.test_projector import (
     Event,
     accepted,
@@ -140,6 +141,7 @@ def hooks(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Iter
         webhook_backoff_max_s=0.5,
         webhook_timeout_s=TIMEOUT_S,
         webhook_subscription_concurrency=PER_SUBSCRIPTION,
+        webhooks_metrics_port=free_port(),
     )
     launcher = Launcher(settings)
     launcher.api_url = f"http://{settings.api_host}:{settings.api_port}"
@@ -520,3 +522,25 @@ async def test_undecodable_messages_on_the_events_topic_are_skipped(
     assert delivery["event_id"] == event[1]["event_id"]
     assert delivery["status"] == "DELIVERED"
     assert hooks.children["webhooks"].poll() is None
+
+
+async def test_the_webhooks_process_counts_what_it_records_and_sends(
+    hooks: Launcher, api: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    url = hooks.metrics_urls()["webhooks"]
+    before = await scrape(url)
+    who = tenant()
+    created = await subscribe(api, who, f"{receiver.base}/flaky/counted")
+    await send(hooks.settings, now(finished(str(uuid.uuid4()), 0, "SUCCEEDED", []), who))
+    await settled(api, who, created["id"], 1)
+    after = await scrape(url)
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    # At least: deliveries of earlier tests (the hung receiver's) may still be retried.
+    assert grew("stagecast_webhook_messages_total") >= 1
+    assert grew("stagecast_webhook_deliveries_recorded_total") >= 1
+    assert grew("stagecast_webhook_attempts_total", outcome="retried") >= 2
+    assert grew("stagecast_webhook_attempts_total", outcome="delivered") >= 1
+    assert ("stagecast_webhook_requests_in_flight", frozenset()) in after
