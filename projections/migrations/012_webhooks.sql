@@ -40,8 +40,10 @@ CREATE TABLE webhook_deliveries (
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (subscription_id, event_id)
 );
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
-    WHERE status = 'PENDING';
+-- The sender's claim reads each subscription's first due deliveries along this index, so a
+-- long backlog (a receiver down for days) costs a claim no more than a short one.
+CREATE INDEX webhook_deliveries_due
+    ON webhook_deliveries (subscription_id, next_attempt_at, event_id) WHERE status = 'PENDING';
 CREATE INDEX webhook_deliveries_recent ON webhook_deliveries (subscription_id, created_at DESC);
 
 -- Every attempt, for the delivery log's history (500, 500, 200).

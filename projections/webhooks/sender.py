@@ -82,22 +82,25 @@ def request_headers(delivery: Delivery, body: bytes, timestamp: int) -> dict[str
     }
 
 
-# Up to `room` due deliveries, at most `per_subscription` minus those in flight here for each
-# subscription, subscriptions taken in turn (every first due delivery before any second).
+# Up to `room` due deliveries: for each active subscription its first due ones, as many as
+# `per_subscription` minus those in flight here, read along webhook_deliveries_due; then
+# subscriptions taken in turn (every first due delivery before any second).
 _CLAIM = """
 WITH busy AS (
     SELECT * FROM unnest($1::uuid[], $2::int[]) AS b(subscription_id, in_flight)
-), due AS (
-    SELECT d.subscription_id, d.event_id, d.next_attempt_at,
-           row_number() OVER (PARTITION BY d.subscription_id
-                              ORDER BY d.next_attempt_at, d.occurred_at, d.event_id) AS turn
-    FROM webhook_deliveries d
-    JOIN webhook_subscriptions s ON s.id = d.subscription_id AND s.active
-    WHERE d.status = 'PENDING' AND d.next_attempt_at <= now()
 ), picked AS (
     SELECT due.subscription_id, due.event_id
-    FROM due LEFT JOIN busy USING (subscription_id)
-    WHERE due.turn <= $3 - coalesce(busy.in_flight, 0)
+    FROM webhook_subscriptions s
+    LEFT JOIN busy b ON b.subscription_id = s.id
+    CROSS JOIN LATERAL (
+        SELECT d.subscription_id, d.event_id, d.next_attempt_at,
+               row_number() OVER (ORDER BY d.next_attempt_at, d.event_id) AS turn
+        FROM webhook_deliveries d
+        WHERE d.subscription_id = s.id AND d.status = 'PENDING' AND d.next_attempt_at <= now()
+        ORDER BY d.next_attempt_at, d.event_id
+        LIMIT greatest($3 - coalesce(b.in_flight, 0), 0)
+    ) due
+    WHERE s.active
     ORDER BY due.turn, due.next_attempt_at
     LIMIT $4
 )
