@@ -37,6 +37,8 @@ from streams.settings import Settings
 # Due deliveries are looked for this often besides the recorder's wake-ups (retries fall due,
 # other senders' claims expire).
 _POLL_S = 1.0
+# How long the sender waits after a wake-up for more before it claims.
+_CLAIM_LINGER_S = 0.005
 # A claim outlives its attempt's time-out by this much before another sender may take it.
 _CLAIM_MARGIN_S = 5.0
 # How much of a refusing receiver's body the log keeps.
@@ -114,14 +116,15 @@ WHERE d.subscription_id = p.subscription_id AND d.event_id = p.event_id
 RETURNING d.subscription_id, d.event_id, d.event_type, d.body, d.attempts + 1 AS attempt,
     s.url, s.secret
 """
-_RECORD_ATTEMPT = """
-INSERT INTO webhook_attempts
-    (subscription_id, event_id, attempt, attempted_at, duration_ms, response_code, error)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT DO NOTHING
-"""
-# Only over the attempt before it: a delivery deleted (FAILED) meanwhile keeps its status.
-_SETTLE = """
+# The attempt and its outcome in one statement (one round trip, one transaction). The outcome
+# applies only over the attempt before it: a delivery deleted (FAILED) meanwhile keeps its status.
+_RECORD = """
+WITH attempt AS (
+    INSERT INTO webhook_attempts
+        (subscription_id, event_id, attempt, attempted_at, duration_ms, response_code, error)
+    VALUES ($1, $2, $3, $8, $9, $5, $6)
+    ON CONFLICT DO NOTHING
+)
 UPDATE webhook_deliveries
 SET attempts = $3, status = $4, response_code = $5, error = $6,
     next_attempt_at = CASE WHEN $7::float8 IS NULL THEN next_attempt_at
@@ -178,7 +181,7 @@ class WebhookSender:
         pool = await asyncpg.create_pool(
             settings.require_database(),
             min_size=1,
-            max_size=4,
+            max_size=8,
             server_settings={"application_name": "stagecast-webhook-sender"},
         )
         # No proxies from the environment: a receiver is called at the address it gave.
@@ -194,6 +197,8 @@ class WebhookSender:
                         self._start(pool, client, delivery)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(_either(stop, self.wake), _POLL_S)
+                # Attempts ending close together free their places in one claim, not one each.
+                await asyncio.sleep(_CLAIM_LINGER_S)
         finally:
             await self._finish_in_flight()
             await client.aclose()
@@ -244,27 +249,18 @@ class WebhookSender:
         answer = await self.attempt(client, delivery, int(attempted_at))
         settled = settle(self.policy, delivery.attempt, answer.response_code, random.random())
         try:
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    _RECORD_ATTEMPT,
-                    delivery.subscription_id,
-                    delivery.event_id,
-                    delivery.attempt,
-                    datetime.fromtimestamp(attempted_at, UTC),
-                    answer.duration_ms,
-                    answer.response_code,
-                    answer.error,
-                )
-                await conn.execute(
-                    _SETTLE,
-                    delivery.subscription_id,
-                    delivery.event_id,
-                    delivery.attempt,
-                    settled.status,
-                    answer.response_code,
-                    answer.error,
-                    settled.retry_in_s,
-                )
+            await pool.execute(
+                _RECORD,
+                delivery.subscription_id,
+                delivery.event_id,
+                delivery.attempt,
+                settled.status,
+                answer.response_code,
+                answer.error,
+                settled.retry_in_s,
+                datetime.fromtimestamp(attempted_at, UTC),
+                answer.duration_ms,
+            )
         except DATABASE_LOST as exc:
             log.warning(
                 "webhook %s of event %s: outcome not recorded (%r); it is sent again later",
@@ -303,8 +299,11 @@ class WebhookSender:
                     "POST", delivery.url, content=body, headers=headers
                 ) as response:
                     code = response.status_code
+                    # Read, so that the connection goes back to the pool (unless the body is
+                    # longer than what the log keeps).
+                    head = await _head(response)
                     if not 200 <= code < 300:
-                        error = f"HTTP {code}" + _excerpt(await _head(response))
+                        error = f"HTTP {code}" + _excerpt(head)
         except (TimeoutError, httpx.TimeoutException):
             code, error = None, f"no answer within {limit:g} s"
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
