@@ -41,8 +41,9 @@ _POLL_S = 1.0
 _CLAIM_LINGER_S = 0.005
 # A claim outlives its attempt's time-out by this much before another sender may take it.
 _CLAIM_MARGIN_S = 5.0
-# How much of a refusing receiver's body the log keeps.
+# How much of a refusing receiver's body the log keeps, and of any error text.
 _ERROR_BODY_BYTES = 300
+_ERROR_TEXT_CHARS = 500
 _RECONNECT_DELAY_S = 1.0
 _USER_AGENT = "stagecast-webhooks/1"
 
@@ -269,6 +270,13 @@ class WebhookSender:
                 exc,
             )
             return
+        except Exception:  # a bug: the claim lapses and the delivery is tried again
+            log.exception(
+                "webhook %s of event %s: outcome not recorded; it is sent again later",
+                delivery.subscription_id,
+                delivery.event_id,
+            )
+            return
         if settled.status == "DELIVERED":
             self.stats.delivered += 1
         elif settled.status == "PENDING":
@@ -299,32 +307,44 @@ class WebhookSender:
                     "POST", delivery.url, content=body, headers=headers
                 ) as response:
                     code = response.status_code
+                    if not 200 <= code < 300:
+                        error = f"HTTP {code}"
                     # Read, so that the connection goes back to the pool (unless the body is
                     # longer than what the log keeps).
                     head = await _head(response)
-                    if not 200 <= code < 300:
-                        error = f"HTTP {code}" + _excerpt(head)
+                    if error is not None:
+                        error += _excerpt(head)
+        # Once the status has come, it is the answer, whatever happens to the body after it.
         except (TimeoutError, httpx.TimeoutException):
-            code, error = None, f"no answer within {limit:g} s"
+            if code is None:
+                error = f"no answer within {limit:g} s"
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            code, error = None, (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            if code is None:
+                error = _text(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         duration_ms = int((time.monotonic() - started) * 1000)
         return Answer(code, error, duration_ms)
 
 
 async def _head(response: httpx.Response) -> bytes:
-    """The first bytes of a response body, without reading the rest."""
+    """The first bytes of a response body, without reading the rest; what arrived of it when
+    the body breaks off or cannot be decoded."""
     head = b""
-    async for chunk in response.aiter_bytes():
-        head += chunk
-        if len(head) >= _ERROR_BODY_BYTES:
-            break
+    with contextlib.suppress(httpx.HTTPError):
+        async for chunk in response.aiter_bytes():
+            head += chunk
+            if len(head) >= _ERROR_BODY_BYTES:
+                break
     return head[:_ERROR_BODY_BYTES]
 
 
 def _excerpt(head: bytes) -> str:
-    text = head.decode("utf-8", "replace").replace("\x00", "\ufffd").strip()
+    text = _text(head.decode("utf-8", "replace")).strip()
     return f": {text}" if text else ""
+
+
+def _text(text: str) -> str:
+    """Text the log can hold: no NUL (PostgreSQL text has none), at most a few hundred chars."""
+    return text.replace("\x00", "\ufffd")[:_ERROR_TEXT_CHARS]
 
 
 async def _either(first: asyncio.Event, second: asyncio.Event) -> None:

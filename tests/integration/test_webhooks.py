@@ -58,8 +58,9 @@ class Received:
 class Receiver:
     """A real HTTP server on a loopback port that records every request it gets.
 
-    `/ok/...` answers 200; `/flaky/...` 500 to the first two requests for an event id, then
-    200; `/gone/...` 410; `/down/...` 503 always; `/hang/...` holds the request for 30 s.
+    `/ok/...` answers 200; `/chatty/...` 200 with a megabyte of body; `/flaky/...` 500 to the
+    first two requests for an event id, then 200; `/gone/...` 410; `/down/...` 503 always;
+    `/hang/...` holds the request for 30 s.
     """
 
     port: int = field(default_factory=free_port)
@@ -100,6 +101,8 @@ class Receiver:
             else:
                 code = 200
             self.requests.append(Received(path, dict(request.headers), body, code))
+        if path.startswith("/chatty/"):
+            return Response("x" * 1_000_000, status_code=code)
         return Response("receiver says no" if code >= 400 else "ok", status_code=code)
 
     def app(self) -> Starlette:
@@ -544,3 +547,14 @@ async def test_the_webhooks_process_counts_what_it_records_and_sends(
     assert grew("stagecast_webhook_attempts_total", outcome="retried") >= 2
     assert grew("stagecast_webhook_attempts_total", outcome="delivered") >= 1
     assert ("stagecast_webhook_requests_in_flight", frozenset()) in after
+
+
+async def test_a_long_answer_counts_by_its_status(
+    hooks: Launcher, api: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    who = tenant()
+    created = await subscribe(api, who, f"{receiver.base}/chatty/long")
+    events = [now(finished(str(uuid.uuid4()), 0, "SUCCEEDED", []), who) for _ in range(3)]
+    await send(hooks.settings, *events)
+    log = await settled(api, who, created["id"], 3)
+    assert [(d["status"], d["attempts"], d["error"]) for d in log] == [("DELIVERED", 1, None)] * 3
