@@ -11,12 +11,15 @@ from typing import Any
 import asyncpg
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from api.artifacts import download_artifact, list_artifacts
+from api.auth import AuthMiddleware
 from api.cancel import cancel_job
 from api.dashboard import Dashboard
 from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware, error_response
@@ -25,6 +28,7 @@ from api.firehose import firehose_events
 from api.jobs import get_job, get_stages, jobs_collection
 from api.metrics import ApiMetrics, HttpMetricsMiddleware, metrics_page
 from api.outbox import OutboxRelay
+from api.ratelimit import RateLimits
 from api.runs import compare_runs, get_metrics
 from api.watchdog import StageWatchdog
 from api.webhooks import delete_webhook, list_deliveries, webhooks_collection
@@ -33,6 +37,15 @@ from streams.producer import EventPublisher
 from streams.settings import Settings
 
 _CHECK_TIMEOUT_S = 2.0
+# What a page on an allowed origin may send and read (besides the CORS-safelisted ones).
+CORS_REQUEST_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "Last-Event-ID",
+    "X-Request-ID",
+    "X-Tenant",
+)
+CORS_RESPONSE_HEADERS = ("Location", "Retry-After", "WWW-Authenticate", "X-Request-ID")
 
 
 async def health(request: Request) -> JSONResponse:
@@ -135,6 +148,9 @@ def create_app(settings: Settings) -> ASGIApp:
     ]
     app = Starlette(
         routes=routes,
+        # CORS outside auth: a preflight carries no key, and a 401 needs the CORS headers for a
+        # page to read it.
+        middleware=[*_cors(settings), Middleware(AuthMiddleware, limits=RateLimits())],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
@@ -143,8 +159,28 @@ def create_app(settings: Settings) -> ASGIApp:
     return RequestIdMiddleware(HttpMetricsMiddleware(app, metrics))
 
 
+def _cors(settings: Settings) -> list[Middleware]:
+    if not settings.cors_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=list(CORS_REQUEST_HEADERS),
+            expose_headers=list(CORS_RESPONSE_HEADERS),
+            # Keys travel in a header, never in cookies: no credentialed requests.
+            allow_credentials=False,
+            max_age=600,
+        )
+    ]
+
+
 def run_api(settings: Settings) -> None:
-    """Serve the API with uvicorn until SIGINT/SIGTERM."""
+    """Serve the API with uvicorn until SIGINT/SIGTERM; refuse open mode off loopback."""
+    problem = settings.exposure_problem()
+    if problem is not None:
+        raise SystemExit(f"stagecast: {problem}")
     config = uvicorn.Config(
         create_app(settings),
         host=settings.api_host,

@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from api.errors import ApiError
 from api.feed import parse_job_id
 from api.jobs import latest_run_first, require_known_job
+from api.tenancy import require_visible
 from streams.settings import STAGES, Settings
 
 CHUNK_BYTES = 256 * 1024
@@ -234,6 +235,7 @@ def _artifact_view(job_id: str, row: asyncpg.Record, base_url: str | None) -> di
 async def list_artifacts(request: Request) -> JSONResponse:
     job_id = parse_job_id(request.path_params["job_id"])
     pool: asyncpg.Pool = request.app.state.pool
+    await require_visible(request, pool, job_id)
     rows = await pool.fetch(_LATEST, job_id, list(STAGES))
     if not rows:
         await require_known_job(pool, job_id)
@@ -248,6 +250,7 @@ async def download_artifact(request: Request) -> Response:
     name = artifact_name(request.path_params["name"])
     state = request.app.state
     pool: asyncpg.Pool = state.pool
+    await require_visible(request, pool, job_id)
     row = await pool.fetchrow(_ONE, job_id, list(STAGES), name)
     if row is None:
         await require_known_job(pool, job_id)

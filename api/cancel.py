@@ -14,6 +14,7 @@ from api.errors import ApiError
 from api.feed import parse_job_id
 from api.inputs import unstorable_strings
 from api.jobs import PUBLISH_WAIT_S, read_body
+from api.tenancy import require_visible
 from streams.envelope import envelope
 from streams.producer import EventPublisher, Outgoing, event_id_for
 from streams.settings import Settings
@@ -57,6 +58,7 @@ async def cancel_job(request: Request) -> JSONResponse:
     state = request.app.state
     settings: Settings = state.settings
     reason = await _reason(request, settings)
+    await require_visible(request, state.pool, job_id)
     job = await state.pool.fetchrow(_JOB, job_id)
     if job is None or job["tenant"] is None:
         raise ApiError(404, "JOB_NOT_FOUND", "no such job", {"job_id": str(job_id)})

@@ -1,4 +1,11 @@
-"""A small client for the stagecast API: submit jobs, read them and their runs, follow feeds."""
+"""The Python SDK of the stagecast API: submit jobs, list and read them, follow their feeds,
+wait for them, cancel them, read their runs and download their artifacts (README "Python SDK").
+
+What the API refuses is raised as `ApiRequestError`, carrying the API's `error_code`; what the
+client itself gives up on (`WaitTimeout`, `DownloadMismatch`) derives from `StagecastError`
+too. Transport failures (no API at the URL, a dropped connection that could not be resumed)
+are httpx's own `httpx.TransportError`s.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -28,22 +35,64 @@ class FeedEvent:
     data: dict[str, Any]
 
 
-class ApiRequestError(Exception):
-    """The API answered with an error body."""
+class StagecastError(Exception):
+    """Anything the client raises of its own (transport failures stay httpx's)."""
+
+
+class ApiRequestError(StagecastError):
+    """The API answered with an error body: `code` is its `error_code` (`JOB_NOT_FOUND`, ...)."""
 
     def __init__(self, status: int, body: dict[str, Any]) -> None:
         super().__init__(f"{status} {body.get('error_code')}: {body.get('error')}")
         self.status = status
         self.body = body
 
+    @property
+    def code(self) -> str:
+        return str(self.body.get("error_code"))
 
-class DownloadMismatch(Exception):
+    @property
+    def message(self) -> str:
+        return str(self.body.get("error", ""))
+
+    @property
+    def details(self) -> Any:
+        return self.body.get("details") or {}
+
+    @property
+    def request_id(self) -> str | None:
+        rid = self.body.get("request_id")
+        return None if rid is None else str(rid)
+
+
+class WaitTimeout(StagecastError):
+    """`wait()` gave up: the job had not ended within the time allowed."""
+
+    def __init__(self, job_id: str, max_wait_s: float) -> None:
+        super().__init__(f"job {job_id} had not ended after {max_wait_s:g} s")
+        self.job_id = job_id
+        self.max_wait_s = max_wait_s
+
+
+class DownloadMismatch(StagecastError):
     """A downloaded artifact's bytes do not hash to the ETag the API sent with them."""
 
 
 class StagecastClient:
-    def __init__(self, base_url: str, tenant: str | None = None, timeout: float = 30.0) -> None:
+    """`api_key` is sent as `Authorization: Bearer` on every request (needed in keys mode);
+    `tenant` as X-Tenant, which open mode takes as the submitting tenant."""
+
+    def __init__(
+        self,
+        base_url: str,
+        tenant: str | None = None,
+        timeout: float = 30.0,
+        *,
+        api_key: str | None = None,
+    ) -> None:
         headers = {"X-Tenant": tenant} if tenant else {}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
         self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout)
 
     async def __aenter__(self) -> StagecastClient:
@@ -92,6 +141,62 @@ class StagecastClient:
 
     async def job(self, job_id: str) -> dict[str, Any]:
         return self._checked(await self._http.get(f"/jobs/{job_id}"))
+
+    async def jobs(
+        self,
+        *,
+        status: str | None = None,
+        tenant: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """One page of jobs, newest first: `{"jobs": [...], "next_cursor": ...}`; the cursor
+        is there only when another page may follow, and `cursor=` asks for that page."""
+        params: list[tuple[str, str | int | float | bool | None]] = [("limit", limit)]
+        params += [("status", status)] if status is not None else []
+        params += [("tenant", tenant)] if tenant is not None else []
+        params += [("label", f"{key}:{value}") for key, value in (labels or {}).items()]
+        params += [("cursor", cursor)] if cursor is not None else []
+        return self._checked(await self._http.get("/jobs", params=params))
+
+    async def all_jobs(
+        self,
+        *,
+        status: str | None = None,
+        tenant: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every job matching the filters, newest first, read page by page."""
+        cursor = None
+        while True:
+            page = await self.jobs(
+                status=status, tenant=tenant, labels=labels, limit=page_size, cursor=cursor
+            )
+            for job in page["jobs"]:
+                yield job
+            cursor = page.get("next_cursor")
+            if cursor is None:
+                return
+
+    async def stages(self, job_id: str) -> list[dict[str, Any]]:
+        """Every stage attempt of the job, in the order they started."""
+        stages: list[dict[str, Any]] = self._checked(
+            await self._http.get(f"/jobs/{job_id}/stages")
+        )["stages"]
+        return stages
+
+    async def wait(self, job_id: str, max_wait_s: float | None = None) -> dict[str, Any]:
+        """The job as `job()` gives it once it has ended (its feed's JobFinished or
+        JobRejected), or `WaitTimeout` after `max_wait_s` seconds (None: however long)."""
+        try:
+            async with asyncio.timeout(max_wait_s):
+                async for _ in self.events(job_id):
+                    pass
+        except TimeoutError:
+            raise WaitTimeout(job_id, max_wait_s or 0.0) from None
+        return await self.job(job_id)
 
     async def cancel(self, job_id: str, reason: str = "") -> dict[str, Any]:
         """Ask every worker to stop the job; 409 (ApiRequestError) once it has ended."""

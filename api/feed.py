@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from api.errors import ApiError
 from api.inputs import ascii_int
+from api.tenancy import require_visible
 
 NOTIFY_CHANNEL = "stagecast_events"
 TERMINAL_EVENTS = frozenset({"JobFinished", "JobRejected"})
@@ -206,6 +207,7 @@ async def job_events(request: Request) -> Response:
     job_id = parse_job_id(request.path_params["job_id"])
     after = parse_last_event_id(request)
     state = request.app.state
+    await require_visible(request, state.pool, job_id)
     job = await state.pool.fetchrow(_FEED_START, job_id, list(TERMINAL_EVENTS))
     if not job["known"]:
         # A feed for nothing would stay open forever. A job accepted a moment ago is known:

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
@@ -29,6 +29,7 @@ from starlette.responses import Response
 from api.errors import ApiError
 from api.feed import FeedNotifier, parse_resume_point
 from api.inputs import is_tenant
+from api.tenancy import tenant_filter
 from streams.settings import STAGES
 
 # The types the projector writes into the feed (JobRequested is not in it).
@@ -172,7 +173,8 @@ async def firehose_feed(
 
 async def firehose_events(request: Request) -> Response:
     """GET /events: live from the feed's end, or after Last-Event-ID / `?after=` (0: all)."""
-    wanted = firehose_filter(request.query_params.multi_items())
+    asked = firehose_filter(request.query_params.multi_items())
+    wanted = replace(asked, tenants=tuple(tenant_filter(request, asked.tenants)))
     resume = parse_resume_point(request)
     state = request.app.state
     end = await state.pool.fetchval(_FEED_END)

@@ -27,6 +27,7 @@ from api.inputs import (
     unstorable_strings,
 )
 from api.models import JobSubmission
+from api.tenancy import own_tenant, require_visible, tenant_filter
 from schemas.codec import default_codec
 from streams.dispatcher import Rejection, job_id_for, plan_job, request_digest
 from streams.envelope import envelope
@@ -91,7 +92,22 @@ async def read_body(request: Request, limit: int) -> Any:
 
 
 def _tenant(request: Request, settings: Settings) -> str:
-    tenant = request.headers.get(TENANT_HEADER, settings.default_tenant).strip()
+    """The submission's tenant: the API key's; in open mode X-Tenant, else the default."""
+    own = own_tenant(request)
+    given = request.headers.get(TENANT_HEADER)
+    if own is not None:
+        # A key never submits for another tenant, and a conflicting header is not ignored:
+        # the client believes it is someone else, which it should hear about.
+        if given is not None and given.strip() != own:
+            raise ApiError(
+                403,
+                "TENANT_MISMATCH",
+                "X-Tenant names another tenant than the API key's; leave it out or send the "
+                "key's own",
+                {"tenant": own},
+            )
+        return own
+    tenant = (settings.default_tenant if given is None else given).strip()
     if not is_tenant(tenant):
         raise ApiError(400, "INVALID_TENANT", f"X-Tenant must be {_TENANT_RULE}")
     return tenant
@@ -298,6 +314,7 @@ _JOB_COLUMNS = (
 async def get_job(request: Request) -> JSONResponse:
     job_id = parse_job_id(request.path_params["job_id"])
     pool: asyncpg.Pool = request.app.state.pool
+    await require_visible(request, pool, job_id)
     row = await pool.fetchrow(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = $1", job_id)
     if row is None:
         raise ApiError(404, "JOB_NOT_FOUND", "no such job (yet)", {"job_id": str(job_id)})
@@ -309,6 +326,7 @@ async def get_job(request: Request) -> JSONResponse:
 async def get_stages(request: Request) -> JSONResponse:
     job_id = parse_job_id(request.path_params["job_id"])
     pool: asyncpg.Pool = request.app.state.pool
+    await require_visible(request, pool, job_id)
     stages = await _stages(pool, job_id)
     if not stages and await pool.fetchval("SELECT 1 FROM jobs WHERE job_id = $1", job_id) is None:
         raise ApiError(404, "JOB_NOT_FOUND", "no such job (yet)", {"job_id": str(job_id)})
@@ -359,10 +377,10 @@ async def list_jobs(request: Request) -> JSONResponse:
             raise ApiError(400, "INVALID_QUERY", "unknown status", {"known": list(JOB_STATUSES)})
         args.append(status)
         clauses.append(f"status = ${len(args)}")
-    tenant = request.query_params.get("tenant")
-    if tenant is not None:
-        if not is_tenant(tenant):
-            raise ApiError(400, "INVALID_QUERY", f"`tenant` must be {_TENANT_RULE}")
+    asked = request.query_params.get("tenant")
+    if asked is not None and not is_tenant(asked):
+        raise ApiError(400, "INVALID_QUERY", f"`tenant` must be {_TENANT_RULE}")
+    for tenant in tenant_filter(request, [] if asked is None else [asked]):
         args.append(tenant)
         clauses.append(f"tenant = ${len(args)}")
     for wanted in label_filters(request.query_params.getlist("label")):

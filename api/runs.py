@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse
 from api.errors import ApiError
 from api.feed import parse_job_id
 from api.jobs import latest_run_first, require_known_job
+from api.tenancy import foreign_jobs, require_visible
 from schemas.codec import default_codec
 from streams.settings import STAGES
 
@@ -144,6 +145,7 @@ async def get_metrics(request: Request) -> JSONResponse:
     job_id = parse_job_id(request.path_params["job_id"])
     names = metric_names(request.query_params.getlist("name"))
     pool: asyncpg.Pool = request.app.state.pool
+    await require_visible(request, pool, job_id)
     rows = await pool.fetch(_HISTORY, job_id, list(STAGES), names)
     if not rows:
         await require_known_job(pool, job_id)
@@ -219,7 +221,8 @@ async def compare_runs(request: Request) -> JSONResponse:
     """Jobs side by side: status, tags, params, duration and every metric's final value."""
     job_ids = compared_job_ids(request.query_params.getlist("jobs"))
     pool: asyncpg.Pool = request.app.state.pool
-    runs = await _runs(pool, job_ids)
+    foreign = set(await foreign_jobs(request, pool, job_ids))
+    runs = await _runs(pool, [job_id for job_id in job_ids if job_id not in foreign])
     unknown = [str(job_id) for job_id in job_ids if job_id not in runs]
     if unknown:
         raise ApiError(404, "JOB_NOT_FOUND", "no such job (yet)", {"unknown": unknown})

@@ -120,7 +120,8 @@ class WebhookDeliveryList(BaseModel):
 
 
 def caller_tenant(request: Request) -> str:
-    """The tenant a request acts for: until API keys land, the X-Tenant header as for jobs."""
+    """The tenant a request acts for, as for a submission: the API key's; in open mode
+    X-Tenant, else the default."""
     return _tenant(request, request.app.state.settings)
 
 

@@ -1,4 +1,8 @@
-"""Avro single-object encoding of stagecast events: marker, schema fingerprint, Avro body."""
+"""Avro single-object encoding of stagecast events: marker, schema fingerprint, Avro body.
+
+Decoding also takes Confluent's framing (magic byte 0, 4-byte big-endian schema id, body),
+with the ids fixed by `confluent_ids.json`; encoding always writes single-object encoding.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +18,24 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
-from fastavro.schema import fingerprint as avro_fingerprint
-from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
+
+from schemas.fingerprints import avro_python_fingerprint_of, fingerprint_of
 
 MARKER = b"\xc3\x01"
 HEADER_SIZE = len(MARKER) + 8
+CONFLUENT_MAGIC = b"\x00"
+CONFLUENT_HEADER_SIZE = len(CONFLUENT_MAGIC) + 4
 BUNDLED_DIRECTORY = Path(__file__).resolve().parent
+CONFLUENT_IDS = "confluent_ids.json"
 
 DecodeErrorCode = Literal[
-    "BAD_MARKER", "UNKNOWN_FINGERPRINT", "TRUNCATED", "TRAILING_BYTES", "INVALID"
+    "BAD_MARKER",
+    "UNKNOWN_FINGERPRINT",
+    "UNKNOWN_SCHEMA_ID",
+    "TRUNCATED",
+    "TRAILING_BYTES",
+    "INVALID",
 ]
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -51,6 +63,7 @@ class _EventSchema:
     event_type: str
     parsed: Any
     fingerprint: bytes
+    avro_python_fingerprint: bytes
     job_id_may_be_empty: bool
     has_attempt: bool
     has_percent: bool
@@ -63,6 +76,7 @@ class _EventSchema:
             event_type=event_type,
             parsed=parse_schema(_without_logical_types(declared)),
             fingerprint=fingerprint_of(declared),
+            avro_python_fingerprint=avro_python_fingerprint_of(declared),
             job_id_may_be_empty=event_type in _JOB_ID_MAY_BE_EMPTY,
             has_attempt="attempt" in names,
             has_percent="percent" in names,
@@ -95,12 +109,6 @@ class _Reader:
     current: _EventSchema
     writer: Any
     resolve_into: Any
-
-
-def fingerprint_of(schema: Mapping[str, Any]) -> bytes:
-    """CRC-64-AVRO of the schema's Parsing Canonical Form, little-endian as on the wire."""
-    canonical = to_parsing_canonical_form(dict(schema))
-    return bytes.fromhex(avro_fingerprint(canonical, "CRC-64-AVRO"))
 
 
 def _without_logical_types(schema: Any) -> Any:
@@ -150,6 +158,7 @@ class Codec:
         self,
         schemas: Iterable[Mapping[str, Any]],
         history: Iterable[Mapping[str, Any]] = (),
+        confluent_ids: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> None:
         self._schemas: dict[str, _EventSchema] = {}
         for declared in schemas:
@@ -157,31 +166,52 @@ class Codec:
             if compiled.event_type in self._schemas:
                 raise ValueError(f"event type {compiled.event_type} is declared twice")
             self._schemas[compiled.event_type] = compiled
-        self._readers: dict[bytes, _Reader] = {
-            schema.fingerprint: _Reader(schema, schema.parsed, None)
-            for schema in self._schemas.values()
-        }
+        # The registry: every fingerprint a writer may put in the header, the spec's and
+        # Apache avro-python's alike (schemas/fingerprints.py says how they differ).
+        self._readers: dict[bytes, _Reader] = {}
+        for schema in self._schemas.values():
+            reader = _Reader(schema, schema.parsed, None)
+            self._readers[schema.fingerprint] = reader
+            self._readers.setdefault(schema.avro_python_fingerprint, reader)
         # Earlier versions stay readable: their bodies are resolved into the current schema.
         for declared in history:
             event_type = str(declared["name"])
             if event_type not in self._schemas:
                 raise ValueError(f"history schema {event_type} has no current version")
-            previous = fingerprint_of(declared)
-            if previous not in self._readers:
-                writer = parse_schema(_without_logical_types(declared))
-                current = self._schemas[event_type]
-                self._readers[previous] = _Reader(current, writer, current.parsed)
+            writer = parse_schema(_without_logical_types(declared))
+            current = self._schemas[event_type]
+            for previous in (fingerprint_of(declared), avro_python_fingerprint_of(declared)):
+                self._readers.setdefault(previous, _Reader(current, writer, current.parsed))
+        # Confluent's framing names the writer by an id; each id is one of the schemas above.
+        self._confluent: dict[int, _Reader] = {}
+        for schema_id, declared in (confluent_ids or {}).items():
+            if not 0 < schema_id < 2**31:
+                raise ValueError(f"Confluent schema id {schema_id} is outside 1..2^31-1")
+            named = self._readers.get(fingerprint_of(declared))
+            if named is None:
+                raise ValueError(
+                    f"Confluent schema id {schema_id}: {declared.get('name')} is neither a "
+                    "current nor a published schema"
+                )
+            self._confluent[schema_id] = named
         self.event_types: frozenset[str] = frozenset(self._schemas)
 
     @classmethod
     def load(cls, directory: Path | None = None) -> Codec:
-        """Every .avsc in the directory (the bundled schemas by default), plus its history/."""
+        """Every .avsc in the directory (the bundled schemas by default), plus its history/
+        and the Confluent schema ids of its confluent_ids.json, if it has one."""
         directory = BUNDLED_DIRECTORY if directory is None else directory
         schemas = [json.loads(path.read_text()) for path in sorted(directory.glob("*.avsc"))]
         history = [
             json.loads(path.read_text()) for path in sorted(directory.glob("history/*.avsc"))
         ]
-        return cls(schemas, history)
+        ids_path = directory / CONFLUENT_IDS
+        versions: dict[str, str] = json.loads(ids_path.read_text()) if ids_path.exists() else {}
+        confluent_ids = {
+            int(schema_id): json.loads((directory / "history" / f"{version}.avsc").read_text())
+            for schema_id, version in versions.items()
+        }
+        return cls(schemas, history, confluent_ids)
 
     def _schema(self, event_type: str) -> _EventSchema:
         try:
@@ -219,23 +249,10 @@ class Codec:
             if not isinstance(data, bytearray | memoryview):
                 raise DecodeError("INVALID", f"expected bytes, got {type(data).__name__}")
             data = bytes(data)
-        if data[:2] != MARKER:
-            if len(data) < len(MARKER) and MARKER.startswith(data):
-                raise DecodeError(
-                    "TRUNCATED", f"message is {len(data)} bytes, shorter than the header"
-                )
-            raise DecodeError("BAD_MARKER", f"message starts with {data[:2].hex()!r}, not 'c301'")
-        if len(data) < HEADER_SIZE:
-            raise DecodeError("TRUNCATED", f"message is {len(data)} bytes, shorter than the header")
-        reader = self._readers.get(data[2:HEADER_SIZE])
-        if reader is None:
-            raise DecodeError(
-                "UNKNOWN_FINGERPRINT",
-                f"schema fingerprint {data[2:HEADER_SIZE].hex()} matches no known event type",
-            )
+        reader, start = self._writer(data)
         schema = reader.current
         body = io.BytesIO(data)
-        body.seek(HEADER_SIZE)
+        body.seek(start)
         try:
             # Every event schema is a record, which fastavro always reads as a dict.
             record = cast(
@@ -244,7 +261,7 @@ class Codec:
         # Arbitrary bytes can trip any error inside the Avro reader (EOFError, IndexError,
         # UnicodeDecodeError, ...); all of them mean the bytes are not this schema's record.
         except Exception as exc:
-            if body.tell() >= len(data) and self._ran_out(reader, data):
+            if body.tell() >= len(data) and self._ran_out(reader, data, start):
                 raise DecodeError(
                     "TRUNCATED",
                     f"{schema.event_type} body ends before the record does ({_describe(exc)})",
@@ -262,11 +279,48 @@ class Codec:
             raise DecodeError("INVALID", f"{schema.event_type}: {problem}")
         return schema.event_type, record
 
+    def _writer(self, data: bytes) -> tuple[_Reader, int]:
+        """The reader for the schema the header names, and where the body starts."""
+        if data[:1] == CONFLUENT_MAGIC:
+            if len(data) < CONFLUENT_HEADER_SIZE:
+                raise DecodeError(
+                    "TRUNCATED",
+                    f"message is {len(data)} bytes, shorter than the Confluent header",
+                )
+            schema_id = int.from_bytes(data[1:CONFLUENT_HEADER_SIZE], "big")
+            confluent = self._confluent.get(schema_id)
+            if confluent is None:
+                raise DecodeError(
+                    "UNKNOWN_SCHEMA_ID",
+                    f"Confluent schema id {schema_id} is not one of stagecast's "
+                    "(schemas/README.md lists them)",
+                )
+            return confluent, CONFLUENT_HEADER_SIZE
+        if data[:2] != MARKER:
+            if len(data) < len(MARKER) and MARKER.startswith(data):
+                raise DecodeError(
+                    "TRUNCATED", f"message is {len(data)} bytes, shorter than the header"
+                )
+            raise DecodeError(
+                "BAD_MARKER",
+                f"message starts with {data[:2].hex()!r}, not 'c301' (single-object "
+                "encoding) or '00' (Confluent framing)",
+            )
+        if len(data) < HEADER_SIZE:
+            raise DecodeError("TRUNCATED", f"message is {len(data)} bytes, shorter than the header")
+        reader = self._readers.get(data[2:HEADER_SIZE])
+        if reader is None:
+            raise DecodeError(
+                "UNKNOWN_FINGERPRINT",
+                f"schema fingerprint {data[2:HEADER_SIZE].hex()} matches no known event type",
+            )
+        return reader, HEADER_SIZE
+
     @staticmethod
-    def _ran_out(reader: _Reader, data: bytes) -> bool:
+    def _ran_out(reader: _Reader, data: bytes, start: int) -> bool:
         """Whether a failed read lacked bytes: given one more, the reader gets past the end."""
         padded = io.BytesIO(data + b"\x00")
-        padded.seek(HEADER_SIZE)
+        padded.seek(start)
         with contextlib.suppress(Exception):
             schemaless_reader(padded, reader.writer, reader.resolve_into)
         return padded.tell() > len(data)

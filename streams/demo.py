@@ -195,10 +195,15 @@ async def _watch_children(launcher: Launcher) -> None:
         await asyncio.sleep(0.5)
 
 
-async def run_demo(api_url: str, echo: bool = True, launcher: Launcher | None = None) -> bool:
+async def run_demo(
+    api_url: str,
+    echo: bool = True,
+    launcher: Launcher | None = None,
+    api_key: str | None = None,
+) -> bool:
     jobs = bundled_jobs()
     print(f"Submitting {len(jobs)} jobs to {api_url} and following each over SSE:\n")
-    async with StagecastClient(api_url) as client:
+    async with StagecastClient(api_url, api_key=api_key) as client:
         work: asyncio.Future[Any] = asyncio.gather(
             *(follow_safely(client, job, echo) for job in jobs)
         )

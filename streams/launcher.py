@@ -177,11 +177,12 @@ class Launcher:
                 urls[name] = f"http://{s.metrics_host}:{port}/metrics"
         return urls
 
-    def write_stack_file(self) -> None:
+    def stack_info(self) -> dict[str, object]:
+        """Where everything of the stack is: what stack.json holds (and `up --json` prints)."""
         pids: dict[str, int | None] = {name: proc.pid for name, proc in self.children.items()}
         pids["broker"] = self.broker.pid if self.broker else None
         pids["postgres"] = self.database.pid if self.database else None
-        info = {
+        return {
             "api_url": self.api_url,
             "kafka_bootstrap_servers": self.settings.kafka_bootstrap_servers,
             "database_url": self.settings.database_url,
@@ -189,9 +190,11 @@ class Launcher:
             "launcher_pid": os.getpid(),
             "pids": pids,
         }
+
+    def write_stack_file(self) -> None:
         # Replaced in one rename: a reader never sees half a file.
         partial = self.stack_file.with_suffix(".json.partial")
-        partial.write_text(json.dumps(info, indent=2))
+        partial.write_text(json.dumps(self.stack_info(), indent=2))
         partial.replace(self.stack_file)
 
     def revive(self) -> list[str]:

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import re
+from ipaddress import ip_address
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 STAGES = ("parse", "compile", "codegen", "execute", "train")
+# An origin as a browser sends it: scheme, host (a name or an IP address), optional port.
+_ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an address to bind serves only this machine (a name other than localhost: no)."""
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Topics:
@@ -72,6 +86,13 @@ class Settings(BaseSettings):
     agent_concurrency: int = Field(default=8, ge=1, le=256)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8787, ge=0, le=65535)
+    # Who may use the API (README "Tenants and API keys"). `open`: anyone who can reach it, as
+    # any tenant (X-Tenant), so only on a loopback address; `keys`: a Bearer API key per request.
+    auth: Literal["open", "keys"] = "open"
+    # What `stagecast keys create` gives a key without --rate: requests a minute.
+    key_rate_per_minute: int = Field(default=600, ge=1, le=1_000_000)
+    # Browser origins (`https://app.example:8443`) whose pages may call the API; none by default.
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     sse_heartbeat_s: float = Field(default=15.0, gt=0)
     max_dsl_bytes: int = Field(default=262_144, ge=1)
     max_code_bytes: int = Field(default=262_144, ge=1)
@@ -143,9 +164,9 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(default=64, ge=1, le=1024)
     log_level: str = "INFO"
 
-    @field_validator("enabled_stages", mode="before")
+    @field_validator("enabled_stages", "cors_origins", mode="before")
     @classmethod
-    def _split_stages(cls, value: object) -> object:
+    def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
@@ -156,6 +177,14 @@ class Settings(BaseSettings):
         unknown = [name for name in value if name not in STAGES]
         if unknown:
             raise ValueError(f"unknown stage(s) {unknown}; known: {list(STAGES)}")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [origin for origin in value if not _ORIGIN.fullmatch(origin)]
+        if bad:
+            raise ValueError(f"{bad} are not origins: scheme://host[:port], no path, no wildcard")
         return value
 
     @model_validator(mode="after")
@@ -192,6 +221,16 @@ class Settings(BaseSettings):
     def worker_ready_file(self, pid: int) -> Path:
         """Touched by a worker once its consumer group has given it partitions."""
         return self.state_dir / f"worker-{pid}.ready"
+
+    def exposure_problem(self) -> str | None:
+        """Why the API must not serve with these settings: open mode off a loopback address."""
+        if self.auth == "open" and not is_loopback(self.api_host):
+            return (
+                f"refusing to serve without API keys on {self.api_host}: open mode is for "
+                "loopback addresses only; set STAGECAST_AUTH=keys (and create keys with "
+                "'stagecast keys create') or STAGECAST_API_HOST=127.0.0.1"
+            )
+        return None
 
     def require_kafka(self) -> str:
         """The bootstrap servers, or a clear error when the process has none."""

@@ -7,7 +7,8 @@ A view is fed the feed's events one by one (anything with `seq`, `type` and `dat
   brief JSON of what matters (`plain_line`), or with `as_json` the whole event as one JSON
   object (`json_line`).
 - `LiveView`: rich progress bars on a terminal, one per stage attempt, created when it
-  starts, advanced by its progress and marked with how it ended; log lines, artifacts and
+  starts, advanced by its progress and marked with how it ended; under a training attempt's
+  bar, a bar of its current epoch (steps, loss, ETA, samples/s); log lines, artifacts and
   epoch metrics are printed above the bars as they arrive, the outcome below them.
 """
 
@@ -70,6 +71,18 @@ def succeeded(event: FeedItem) -> bool:
     return event.type == "JobFinished" and event.data.get("status") == "SUCCEEDED"
 
 
+def failure(event: FeedItem) -> tuple[str, str] | None:
+    """The error code and message of a job's end that is no success; None for a success or
+    an event that does not end a job."""
+    if event.type not in TERMINAL_TYPES or succeeded(event):
+        return None
+    status = "REJECTED" if event.type == "JobRejected" else str(event.data.get("status"))
+    error = event.data.get("error") or {}
+    code = str(error.get("code") or f"JOB_{status}")
+    message = " ".join(str(error.get("message") or "").split())
+    return code, f"job {event.data.get('job_id')} {status}" + (f": {message}" if message else "")
+
+
 def brief(event: FeedItem) -> dict[str, Any]:
     """What matters of an event for one line: its stage, status, progress, metric, error."""
     data = event.data
@@ -128,6 +141,8 @@ class LiveView:
             redirect_stderr=False,
         )
         self._tasks: dict[tuple[str, int], TaskID] = {}
+        # Per training attempt: the bar of its epoch under way, and which epoch that is.
+        self._epochs: dict[tuple[str, int], tuple[TaskID, object]] = {}
 
     def __enter__(self) -> LiveView:
         self._live.start()
@@ -159,6 +174,8 @@ class LiveView:
             self._progress.update(task, completed=float(data.get("percent") or 0.0))
             if data.get("message"):
                 self._progress.update(task, state=Text(str(data["message"])))
+            if data.get("epoch") and data.get("steps"):
+                self._epoch(data)
         elif event.type == "LogEmitted":
             style = "red" if data.get("stream") == "stderr" else ""
             self._print(_prefixed(data, Text(str(data.get("message", "")), style=style)))
@@ -179,22 +196,49 @@ class LiveView:
         self._progress.stop_task(task)
         error = data.get("error") or {}
         style = STATUS_STYLES.get(status, "")
+        mark = Text(STATUS_MARKS.get(status, "?"), style=style)
         self._progress.update(
-            task,
-            state=Text(f"{status} {error.get('code') or ''}".rstrip(), style=style),
-            mark=Text(STATUS_MARKS.get(status, "?"), style=style),
+            task, state=Text(f"{status} {error.get('code') or ''}".rstrip(), style=style), mark=mark
         )
+        if self._key(data) in self._epochs:
+            epoch_bar = self._epochs[self._key(data)][0]
+            self._progress.stop_task(epoch_bar)
+            self._progress.update(epoch_bar, mark=mark)
         if error:
             self._print(_prefixed(data, _error_text(status, error)))
+
+    @staticmethod
+    def _key(data: Mapping[str, Any]) -> tuple[str, int]:
+        return str(data.get("stage")), int(data.get("attempt") or 1)
 
     def _task(self, data: Mapping[str, Any]) -> TaskID:
         """The bar of the event's stage attempt, created at its first event (its STARTED,
         unless the watch resumed after it)."""
-        key = (str(data.get("stage")), int(data.get("attempt") or 1))
+        key = self._key(data)
         if key not in self._tasks:
             name = key[0] if key[1] <= 1 else f"{key[0]} (attempt {key[1]})"
             self._tasks[key] = self._progress.add_task(name, total=100.0, state=Text(""), mark=None)
         return self._tasks[key]
+
+    def _epoch(self, data: Mapping[str, Any]) -> None:
+        """The bar of a training attempt's current epoch: its steps, loss, ETA and speed."""
+        key = self._key(data)
+        shown = f"  epoch {data['epoch']}" + (f"/{data['epochs']}" if data.get("epochs") else "")
+        if key not in self._epochs:
+            task = self._progress.add_task(shown, state=Text(""), mark=None)
+        else:
+            task, epoch = self._epochs[key]
+            if epoch != data["epoch"]:
+                # A new epoch: its bar starts again (a finished bar would keep its end time).
+                self._progress.reset(task)
+        self._epochs[key] = (task, data["epoch"])
+        self._progress.update(
+            task,
+            description=shown,
+            completed=float(data.get("step") or 0),
+            total=float(data["steps"]),
+            state=Text(training_state(data)),
+        )
 
     def _metric(self, data: Mapping[str, Any]) -> None:
         key = (str(data.get("stage")), int(data.get("attempt") or 1), int(data.get("step") or 0))
@@ -247,6 +291,31 @@ class _PendingMetrics:
 
     def __rich__(self) -> RenderableType:
         return self.line() or Group()
+
+
+def training_state(data: Mapping[str, Any]) -> str:
+    """How a training step stands, for its epoch's bar: `loss 0.1234  ETA 12 s  850
+    samples/s`, each part only when the progress event carries it."""
+    parts = []
+    if data.get("loss") is not None:
+        parts.append(f"loss {_number(float(data['loss']))}")
+    if data.get("eta_s") is not None:
+        parts.append(f"ETA {_duration(float(data['eta_s']))}")
+    if data.get("samples_per_s") is not None:
+        parts.append(f"{float(data['samples_per_s']):.0f} samples/s")
+    return "  ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, rest = divmod(whole, 60)
+    return (
+        f"{minutes} min {rest:02d} s"
+        if minutes < 60
+        else f"{minutes // 60} h {minutes % 60:02d} min"
+    )
 
 
 def _number(value: float) -> str:

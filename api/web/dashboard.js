@@ -1,6 +1,10 @@
 // The stagecast dashboard: jobs live over the firehose (GET /events), a job's stages and
 // training curves from the REST routes, failures from /dashboard/failures. Plain DOM and
 // uPlot; every text from the API goes in through textContent, never as markup.
+//
+// In keys mode every request carries `Authorization: Bearer <key>`. EventSource cannot send
+// headers, so the feed is read with fetch() and parsed here; the key is typed once and kept
+// in sessionStorage (gone with the tab), and never put in a URL, where logs would keep it.
 "use strict";
 
 (() => {
@@ -15,12 +19,15 @@
   const FAILURES_AFTER_MS = 3000;
   const FAILURES_EVERY_MS = 30000;
   const REOPEN_AFTER_MS = 5000;
+  const KEY_ITEM = "stagecast.apiKey";
   const COLORS = ["#2f6fdf", "#e0832f", "#2f9f5f", "#bf3f7f", "#7f5fbf", "#5f8f9f"];
 
   const tenant = new URLSearchParams(location.search).get("tenant");
   const rows = new Map(); // job id -> {tr, cells, refreshing, again, lastRefresh}
   let selected = null; // {jobId, metrics: Map(name -> {attempt, points: Map(step -> value)}), charts}
   let failuresTimer = null;
+  let feed = null; // the AbortController of the feed being read
+  let lastEventId = null; // where the feed resumes after a drop, as an EventSource would
 
   const $ = (id) => document.getElementById(id);
 
@@ -36,16 +43,53 @@
     return path + (path.includes("?") ? "&" : "?") + "tenant=" + encodeURIComponent(tenant);
   }
 
+  // ---- the API key ----
+
+  function authHeaders() {
+    const key = sessionStorage.getItem(KEY_ITEM);
+    return key ? { Authorization: "Bearer " + key } : {};
+  }
+
+  function askForKey(rejected) {
+    if (feed) feed.abort();
+    $("key-form").hidden = false;
+    $("forget-key").hidden = true;
+    setFeedState("closed", rejected ? "key refused" : "needs an API key");
+    $("api-key").focus();
+  }
+
+  function useKey(key) {
+    if (key) sessionStorage.setItem(KEY_ITEM, key);
+    else sessionStorage.removeItem(KEY_ITEM);
+    $("api-key").value = "";
+    $("key-form").hidden = Boolean(key);
+    $("forget-key").hidden = !key;
+    // Another key may be another tenant's: start again from an empty page.
+    for (const row of rows.values()) row.tr.remove();
+    rows.clear();
+    $("jobs-empty").hidden = false;
+    lastEventId = null;
+    problem(null);
+    if (key) start();
+    else askForKey(false);
+  }
+
+  async function errorCode(response) {
+    try {
+      return (await response.json()).error_code || "HTTP_" + response.status;
+    } catch (_) {
+      return "HTTP_" + response.status; // not one of the API's error bodies
+    }
+  }
+
   async function getJSON(path) {
-    const response = await fetch(path, { headers: { Accept: "application/json" } });
+    const response = await fetch(path, { headers: { Accept: "application/json", ...authHeaders() } });
     if (!response.ok) {
-      let code = "HTTP_" + response.status;
-      try {
-        code = (await response.json()).error_code || code;
-      } catch (_) {
-        // not one of the API's error bodies; the status says enough
-      }
-      throw new Error(path + ": " + code);
+      const code = await errorCode(response);
+      if (response.status === 401) askForKey(Boolean(sessionStorage.getItem(KEY_ITEM)));
+      const error = new Error(path + ": " + code);
+      error.code = code;
+      throw error;
     }
     return response.json();
   }
@@ -158,31 +202,85 @@
 
   // ---- the firehose ----
 
-  function openFeed() {
-    // Live from now; the browser resumes with Last-Event-ID after a drop, missing nothing.
+  function setFeedState(state, text) {
+    $("feed-state").dataset.state = state;
+    $("feed-state").textContent = text;
+  }
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // Live from now; after a drop it resumes with Last-Event-ID, missing nothing.
+  async function openFeed() {
+    if (feed) feed.abort();
+    const controller = new AbortController();
+    feed = controller;
     const url = withTenant("/events?type=" + FEED_TYPES.join(","));
-    const source = new EventSource(url);
-    const state = $("feed-state");
-    source.addEventListener("open", () => {
-      state.dataset.state = "live";
-      state.textContent = "live";
-    });
-    source.addEventListener("error", () => {
-      if (source.readyState === EventSource.CLOSED) {
-        // Refused (a resume point this database never wrote): start over from now.
-        state.dataset.state = "closed";
-        state.textContent = "feed closed; reopening";
-        setTimeout(() => {
-          openFeed();
-          loadJobs();
-        }, REOPEN_AFTER_MS);
-      } else {
-        state.dataset.state = "reconnecting";
-        state.textContent = "reconnecting";
+    let drops = 0;
+    while (!controller.signal.aborted) {
+      const headers = { Accept: "text/event-stream", ...authHeaders() };
+      if (lastEventId !== null) headers["Last-Event-ID"] = lastEventId;
+      try {
+        const response = await fetch(url, { headers, cache: "no-store", signal: controller.signal });
+        if (response.status === 401) {
+          askForKey(Boolean(sessionStorage.getItem(KEY_ITEM)));
+          return;
+        }
+        if (!response.ok) {
+          const code = await errorCode(response);
+          if (code === "INVALID_LAST_EVENT_ID") {
+            // A resume point this database never wrote: start over from now.
+            lastEventId = null;
+            loadJobs();
+          }
+          setFeedState("closed", "feed refused (" + code + "); reopening");
+          await sleep(REOPEN_AFTER_MS);
+          continue;
+        }
+        setFeedState("live", "live");
+        drops = 0;
+        await readFeed(response.body, (message) => {
+          if (message.id !== null) lastEventId = message.id;
+          if (message.data.length && FEED_TYPES.includes(message.event)) {
+            onEvent(message.event, JSON.parse(message.data.join("\n")));
+          }
+        });
+      } catch (error) {
+        if (controller.signal.aborted) return;
       }
-    });
-    for (const type of FEED_TYPES) {
-      source.addEventListener(type, (message) => onEvent(type, JSON.parse(message.data)));
+      setFeedState("reconnecting", "reconnecting");
+      await sleep(Math.min(REOPEN_AFTER_MS, 250 * 2 ** drops++));
+    }
+  }
+
+  // Server-sent events as the HTML standard parses them: lines end at CRLF, LF or CR; a
+  // blank line ends a message; `:` starts a comment (the heartbeats).
+  async function readFeed(body, onMessage) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    let message = { id: null, event: "message", data: [] };
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let end;
+      // A CR at the very end may be the first half of a CRLF: wait for what follows it.
+      while ((end = /\r\n|\n|\r(?!$)/.exec(buffer)) !== null) {
+        const line = buffer.slice(0, end.index);
+        buffer = buffer.slice(end.index + end[0].length);
+        if (line === "") {
+          if (message.id !== null || message.data.length) onMessage(message);
+          message = { id: null, event: "message", data: [] };
+          continue;
+        }
+        if (line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let text = colon < 0 ? "" : line.slice(colon + 1);
+        if (text.startsWith(" ")) text = text.slice(1);
+        if (field === "id") message.id = text;
+        else if (field === "event") message.event = text;
+        else if (field === "data") message.data.push(text);
+      }
     }
   }
 
@@ -338,6 +436,7 @@
   }
 
   async function loadFailures() {
+    clearTimeout(failuresTimer);
     try {
       const body = await getJSON("/dashboard/failures");
       const lines = body.failures.map((f) => {
@@ -352,16 +451,34 @@
         return tr;
       });
       $("failures").tBodies[0].replaceChildren(...lines);
+      $("failures-empty").textContent = "no failed or cancelled stage attempt";
       $("failures-empty").hidden = lines.length > 0;
     } catch (error) {
-      problem(error);
+      if (error.code === "SCOPE_MISSING") {
+        // Failures are counted across tenants: only an admin key reads them.
+        $("failures").tBodies[0].replaceChildren();
+        $("failures-empty").textContent = "failures need an API key with the admin scope";
+        $("failures-empty").hidden = false;
+      } else {
+        problem(error);
+      }
     } finally {
       scheduleFailures(FAILURES_EVERY_MS);
     }
   }
 
+  function start() {
+    openFeed();
+    loadJobs();
+    loadFailures();
+  }
+
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    useKey($("api-key").value.trim());
+  });
+  $("forget-key").addEventListener("click", () => useKey(""));
+  $("forget-key").hidden = !sessionStorage.getItem(KEY_ITEM);
   if (tenant) $("tenant").textContent = "tenant " + tenant;
-  openFeed();
-  loadJobs();
-  loadFailures();
+  start();
 })();

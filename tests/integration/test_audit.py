@@ -107,7 +107,7 @@ async def test_a_job_audit_names_a_broken_invariant_and_bad_input_gets_one_line(
     assert unfinished.returncode == 1
     assert "PROBLEM: 0 JobFinished events, not exactly one" in unfinished.stdout
     assert "JobAccepted" in unfinished.stdout
-    for wrong, code in ((str(uuid.uuid4()), 1), ("not-a-uuid", 2)):
+    for wrong, code in ((str(uuid.uuid4()), 5), ("not-a-uuid", 2)):
         done = audit_cli(settings, "job", wrong)
         assert done.returncode == code
         assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1

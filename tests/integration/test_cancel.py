@@ -152,7 +152,7 @@ def test_the_cli_cancels_and_says_so_in_one_line(lone_api: Launcher, pipeline: P
         f"cancelling {accepted['job_id']}; follow it with 'stagecast watch {accepted['job_id']}'"
     )
     unknown = cli(pipeline.api_url, str(uuid.uuid4()))
-    assert unknown.returncode == 1
+    assert unknown.returncode == 5
     assert len(unknown.stderr.strip().splitlines()) == 1
-    assert "404 JOB_NOT_FOUND" in unknown.stderr
+    assert unknown.stderr.startswith("error: JOB_NOT_FOUND: the API answered 404: ")
     assert "Traceback" not in unknown.stderr

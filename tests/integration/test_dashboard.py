@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Error, Frame, async_playwright
+from playwright.async_api import (
+    Browser,
+    ConsoleMessage,
+    Error,
+    Frame,
+    Request,
+    async_playwright,
+)
 
 from api.client import StagecastClient
-from tests.conftest import EXAMPLES, WARMUP_DSL, Pipeline
+from api.keys import create_key
+from streams.launcher import Launcher
+from tests.conftest import EXAMPLES, WARMUP_DSL, Pipeline, api_alone
 from tests.integration.test_api import assert_error
 
 pytestmark = pytest.mark.integration
@@ -133,6 +143,100 @@ async def test_a_submitted_job_appears_and_ends_on_the_dashboard_without_a_reloa
     assert status == "SUCCEEDED"
     assert [line.split(" ")[0] for line in timeline] == ["parse", "compile", "codegen", "train"]
     assert navigations == [f"{pipeline.api_url}/dashboard"], "the page was reloaded"
+    assert problems == []
+
+
+@pytest.fixture(scope="module")
+def keys_api(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    """An API in keys mode beside the pipeline, on its database and topics."""
+    settings = pipeline.settings.model_copy(update={"auth": "keys"})
+    with api_alone(settings, tmp_path_factory.mktemp("dashboard-keys")) as launcher:
+        yield launcher
+
+
+async def _key(pipeline: Pipeline, tenant: str, scopes: tuple[str, ...]) -> str:
+    conn = await asyncpg.connect(pipeline.settings.require_database())
+    try:
+        _, key = await create_key(conn, tenant, scopes, 600)
+    finally:
+        await conn.close()
+    return key
+
+
+async def test_with_keys_the_page_asks_for_one_and_shows_only_its_tenants_jobs(
+    pipeline: Pipeline, keys_api: Launcher, browser: Browser, artifacts: Path
+) -> None:
+    ours, theirs = f"dash-{uuid.uuid4().hex[:8]}", f"dash-{uuid.uuid4().hex[:8]}"
+    reader = await _key(pipeline, ours, ("read",))
+    submitter = await _key(pipeline, ours, ("submit",))
+    outsider = await _key(pipeline, theirs, ("submit", "read"))
+    page = await browser.new_page(viewport={"width": 1400, "height": 900})
+    problems: list[str] = []
+    requests: list[Request] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        # The browser logs each 401 it is answered before the key is typed, and each 403 of
+        # /dashboard/failures, which this key may not read.
+        expected = ("status of 401", "status of 403")
+        if message.type == "error" and not any(text in message.text for text in expected):
+            problems.append(f"console {message.type}: {message.text}")
+
+    def on_page_error(error: Error) -> None:
+        problems.append(f"uncaught: {error}")
+
+    def on_request(request: Request) -> None:
+        requests.append(request)
+
+    page.on("console", on_console)
+    page.on("pageerror", on_page_error)
+    page.on("request", on_request)
+
+    opened = await page.goto(f"{keys_api.api_url}/dashboard")
+    assert opened is not None and opened.status == 200
+    assert "connect-src 'self'" in opened.headers["content-security-policy"]
+    await page.wait_for_selector("#key-form:not([hidden]) #api-key", timeout=WAIT_MS)
+    assert await page.text_content("#feed-state") == "needs an API key"
+    await page.fill("#api-key", reader)
+    await page.click("#key-form button[type=submit]")
+    await page.wait_for_selector('#feed-state[data-state="live"]', timeout=WAIT_MS)
+    await page.wait_for_selector("#key-form", state="hidden", timeout=WAIT_MS)
+
+    async with (
+        StagecastClient(keys_api.api_url, api_key=submitter) as mine,
+        StagecastClient(keys_api.api_url, api_key=outsider) as other,
+    ):
+        foreign = (await other.submit(WARMUP_DSL, stages=["parse", "compile"]))["job_id"]
+        _ = [event async for event in other.events(foreign)]
+        own = (await mine.submit(WARMUP_DSL, stages=["parse", "compile"]))["job_id"]
+    await page.wait_for_selector(
+        f'tr[data-job-id="{own}"][data-status="SUCCEEDED"]', timeout=WAIT_MS
+    )
+    await page.wait_for_selector("#failures-empty:has-text('admin scope')", timeout=WAIT_MS)
+    tenants = await page.locator("#jobs tbody td.tenant").all_text_contents()
+    shown = await page.locator("#jobs tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.jobId)"
+    )
+    stored = await page.evaluate("sessionStorage.getItem('stagecast.apiKey')")
+
+    # Typed once: a reload in the same tab goes live with the stored key.
+    await page.reload()
+    await page.wait_for_selector('#feed-state[data-state="live"]', timeout=WAIT_MS)
+    assert await page.is_hidden("#key-form")
+    await page.screenshot(path=artifacts / "dashboard-keys.png", full_page=True)
+    await page.close()
+
+    assert set(tenants) == {ours}
+    assert foreign not in shown
+    assert stored == reader
+    api_calls = [r for r in requests if "/dashboard" not in r.url or "/failures" in r.url]
+    assert all(reader not in request.url for request in requests)
+    keyed = [r for r in api_calls if r.headers.get("authorization") == f"Bearer {reader}"]
+    assert {r.url.split("?")[0].removeprefix(keys_api.api_url) for r in keyed} >= {
+        "/events",
+        "/jobs",
+        f"/jobs/{own}",
+        "/dashboard/failures",
+    }
     assert problems == []
 
 

@@ -275,7 +275,7 @@ async def test_after_a_broker_loss_republish_restores_the_history_and_a_replay_m
         assert "republished" in restored.stdout
         # Now nothing is missing: a second republish is refused, with one line.
         again = replay_cli(up, "--republish")
-        assert again.returncode == 1 and "nothing was lost" in again.stderr, again.stdout
+        assert again.returncode == 4 and "nothing was lost" in again.stderr, again.stdout
         # The republished requests start no ended job again: no job has two JobFinished.
         await asyncio.sleep(5)
         twice = await conn.fetch(

@@ -49,14 +49,14 @@ def test_the_same_letter_read_twice_is_the_same_row() -> None:
 
 
 def test_an_undecodable_letter_is_recorded_at_its_own_place() -> None:
-    row = recorded_letter(default_codec(), TOPIC, 3, 12, b"k", b"\x00garbage")
+    row = recorded_letter(default_codec(), TOPIC, 3, 12, b"k", b"\x01garbage")
     assert not row.readable
     assert (row.origin_topic, row.origin_partition, row.origin_offset) == (TOPIC, 3, 12)
     assert row.error_code == "BAD_MARKER"
     assert row.reason.startswith("the dead letter itself could not be read: BAD_MARKER")
-    assert (row.key, row.value, row.source, row.occurred_at) == (b"k", b"\x00garbage", "", None)
-    same = recorded_letter(default_codec(), TOPIC, 3, 12, b"k", b"\x00garbage")
-    elsewhere = recorded_letter(default_codec(), TOPIC, 3, 13, b"k", b"\x00garbage")
+    assert (row.key, row.value, row.source, row.occurred_at) == (b"k", b"\x01garbage", "", None)
+    same = recorded_letter(default_codec(), TOPIC, 3, 12, b"k", b"\x01garbage")
+    elsewhere = recorded_letter(default_codec(), TOPIC, 3, 13, b"k", b"\x01garbage")
     assert same.event_id == row.event_id != elsewhere.event_id
 
 

@@ -5,16 +5,23 @@ from __future__ import annotations
 import io
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import avro.io
 import avro.schema
 import pytest
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from schemas import default_codec
 from schemas.codec import BUNDLED_DIRECTORY
 from tests.unit.schemas.sample_events import EVENT_TYPES, sample
-from tests.unit.schemas.schema_files import current, without_logical_types
+from tests.unit.schemas.schema_files import (
+    current,
+    declared,
+    history_paths,
+    without_logical_types,
+)
 
 CODEC = default_codec()
 CRC64_EMPTY = 0xC15D213AA4D7A795
@@ -53,8 +60,12 @@ def apache_canonical_form(event_type: str) -> str:
     BinaryMessageEncoder fingerprints) write plain `"long"`. Stripping the attribute first,
     which Parsing Canonical Form drops anyway, makes avro produce the form Java produces.
     """
-    stripped = without_logical_types(current(event_type))
-    return str(avro.schema.parse(json.dumps(stripped)).canonical_form)
+    return spec_canonical_form(current(event_type))
+
+
+def spec_canonical_form(schema: dict[str, Any]) -> str:
+    """Parsing Canonical Form by Apache `avro`, the spec's way (see apache_canonical_form)."""
+    return str(avro.schema.parse(json.dumps(without_logical_types(schema))).canonical_form)
 
 
 # Signed 64-bit fingerprints from the Avro project's shared test data (schema-tests.txt).
@@ -108,3 +119,43 @@ def test_apache_avro_reads_what_we_encode(event_type: str) -> None:
     reader = avro.io.DatumReader(apache_schema(event_type))
     record = reader.read(avro.io.BinaryDecoder(io.BytesIO(message[10:])))
     assert record == _apache_record(event_type)
+
+
+def avro_python_single_object(schema: avro.schema.Schema, record: dict[str, Any]) -> bytes:
+    """Single-object encoding as a producer with avro-python alone writes it: the library has
+    no encoder for it, so the header is the marker and the schema's own fingerprint."""
+    body = io.BytesIO()
+    avro.io.DatumWriter(schema).write(record, avro.io.BinaryEncoder(body))
+    return b"\xc3\x01" + schema.fingerprint("CRC-64-AVRO") + body.getvalue()
+
+
+@pytest.mark.parametrize("event_type", EVENT_TYPES)
+def test_decodes_avro_pythons_single_object_encoding(event_type: str) -> None:
+    message = avro_python_single_object(apache_schema(event_type), _apache_record(event_type))
+    assert message[2:10] != CODEC.fingerprint(event_type)
+    assert CODEC.decode(message) == (event_type, sample(event_type))
+
+
+def _as_published(path: Path) -> tuple[dict[str, Any], bytes]:
+    """The sample cut down to a published version's fields, and its Avro body in that version."""
+    event_type = path.name.split(".")[0]
+    writer = parse_schema(without_logical_types(declared(path)))
+    body = io.BytesIO()
+    schemaless_writer(body, writer, sample(event_type))
+    body.seek(0)
+    record = schemaless_reader(body, writer, None)
+    assert isinstance(record, dict)
+    return record, body.getvalue()
+
+
+@pytest.mark.parametrize("path", history_paths(), ids=lambda path: path.name)
+def test_decodes_avro_pythons_single_object_encoding_of_every_published_version(
+    path: Path,
+) -> None:
+    record, body = _as_published(path)
+    record["occurred_at"] = datetime.fromtimestamp(record["occurred_at"] / 1000, UTC)
+    apache = avro.schema.parse(path.read_text())
+    from_avro_python = avro_python_single_object(apache, record)
+    assert from_avro_python[10:] == body
+    from_spec = b"\xc3\x01" + crc64_avro(spec_canonical_form(declared(path)).encode()) + body
+    assert CODEC.decode(from_avro_python) == CODEC.decode(from_spec)

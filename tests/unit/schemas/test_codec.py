@@ -131,7 +131,7 @@ def test_dead_letter_job_id_must_still_be_a_uuid_when_known() -> None:
 
 
 def test_decode_error_reads_as_code_then_reason() -> None:
-    error = _decode_error(b"\x00\x00" + bytes(8))
+    error = _decode_error(b"\x01\x00" + bytes(8))
     assert error.code == "BAD_MARKER"
     assert str(error) == f"BAD_MARKER: {error.reason}"
     assert error.reason
@@ -141,7 +141,7 @@ def test_wrong_marker_is_bad_marker() -> None:
     message = CODEC.encode("CancelRequested", sample("CancelRequested"))
     assert _decode_error(b"\xc3\x02" + message[2:]).code == "BAD_MARKER"
     assert _decode_error(b"{" + message[1:]).code == "BAD_MARKER"
-    assert _decode_error(b"\x00").code == "BAD_MARKER"
+    assert _decode_error(b"\x01").code == "BAD_MARKER"
 
 
 def test_unknown_fingerprint_is_reported_as_such() -> None:

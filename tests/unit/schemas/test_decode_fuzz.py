@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas import DecodeError, default_codec
-from schemas.codec import MARKER
+from schemas.codec import CONFLUENT_MAGIC, MARKER
 from tests.unit.schemas.sample_events import EVENT_TYPES, sample
 
 CODEC = default_codec()
@@ -22,6 +22,7 @@ def _decodes_or_refuses(data: bytes) -> None:
         assert error.code in {
             "BAD_MARKER",
             "UNKNOWN_FINGERPRINT",
+            "UNKNOWN_SCHEMA_ID",
             "TRUNCATED",
             "TRAILING_BYTES",
             "INVALID",
@@ -44,6 +45,14 @@ def test_random_bodies_behind_a_known_header_never_raise_anything_else(
     event_type: str, body: bytes
 ) -> None:
     _decodes_or_refuses(MARKER + CODEC.fingerprint(event_type) + body)
+
+
+@FUZZ
+@given(st.integers(min_value=0, max_value=20), st.binary(max_size=300))
+def test_random_bodies_behind_a_confluent_header_never_raise_anything_else(
+    schema_id: int, body: bytes
+) -> None:
+    _decodes_or_refuses(CONFLUENT_MAGIC + schema_id.to_bytes(4, "big") + body)
 
 
 @st.composite

@@ -81,3 +81,47 @@ def test_the_artifact_root_comes_from_the_environment_resolved(
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.artifact_dir == Path("link")
     assert settings.artifact_root() == (tmp_path / "real").resolve()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "example.org", "[::]"])
+def test_open_mode_is_refused_off_loopback(host: str) -> None:
+    settings = Settings(_env_file=None, api_host=host)  # type: ignore[call-arg]
+    problem = settings.exposure_problem()
+    assert problem is not None
+    assert host in problem and "STAGECAST_AUTH=keys" in problem and "\n" not in problem
+    keys = Settings(_env_file=None, api_host=host, auth="keys")  # type: ignore[call-arg]
+    assert keys.exposure_problem() is None
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.0.1", "::1", "[::1]", "localhost"])
+def test_open_mode_serves_on_loopback(host: str) -> None:
+    settings = Settings(_env_file=None, api_host=host)  # type: ignore[call-arg]
+    assert settings.auth == "open"
+    assert settings.exposure_problem() is None
+
+
+def test_cors_origins_are_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STAGECAST_CORS_ORIGINS", "https://app.example, http://localhost:5173")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.cors_origins == ("https://app.example", "http://localhost:5173")
+    monkeypatch.delenv("STAGECAST_CORS_ORIGINS")
+    assert Settings(_env_file=None).cors_origins == ()  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("STAGECAST_CORS_ORIGINS", "*"),
+        ("STAGECAST_CORS_ORIGINS", "https://app.example/"),
+        ("STAGECAST_CORS_ORIGINS", "app.example"),
+        ("STAGECAST_CORS_ORIGINS", "ftp://app.example"),
+        ("STAGECAST_AUTH", "none"),
+        ("STAGECAST_KEY_RATE_PER_MINUTE", "0"),
+    ],
+)
+def test_bad_auth_and_cors_settings_are_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None)  # type: ignore[call-arg]

@@ -10,7 +10,15 @@ from typing import Any
 from rich.console import Console
 
 from api.client import FeedEvent
-from streams.watching import LineView, LiveView, json_line, plain_line, succeeded
+from streams.watching import (
+    LineView,
+    LiveView,
+    failure,
+    json_line,
+    plain_line,
+    succeeded,
+    training_state,
+)
 
 # What rich writes to a terminal: styles, a cursor that moves up and line erasures.
 CONTROL = re.compile(r"\x1b\[([0-9;?]*)([A-Za-z])|\r|\n|[^\x1b\r\n]+")
@@ -188,3 +196,68 @@ def test_a_rejected_job_and_an_event_the_view_does_not_know() -> None:
         '       4  Unheard          {"stage": "x"}',
         "✗ job REJECTED: IDEMPOTENCY_CONFLICT: another body",
     ]
+
+
+def training_progress(seq: int, epoch: int, step: int, **data: Any) -> FeedEvent:
+    """A train attempt's ProgressReported as the train stage sends it (3 epochs of 40 steps)."""
+    done = (epoch - 1) * 40 + step
+    return event(
+        seq,
+        "ProgressReported",
+        stage="train",
+        attempt=1,
+        percent=round(100 * done / 120, 2),
+        message=f"epoch {epoch}/3, step {step}/40",
+        epoch=epoch,
+        epochs=3,
+        step=step,
+        steps=40,
+        **data,
+    )
+
+
+def test_a_training_attempt_gets_a_bar_for_its_current_epoch() -> None:
+    events = [
+        stage(1, "train", "STARTED"),
+        training_progress(2, 1, 40, loss=0.9, eta_s=80.4, samples_per_s=512.3),
+        training_progress(3, 2, 10, loss=0.4567, eta_s=75.0, samples_per_s=530.0),
+    ]
+    running = rendered(events, closed=False)
+    assert running[-2].startswith("* train ")
+    assert running[-2].endswith("  42% H:MM:SS epoch 2/3, step 10/40")
+    # One epoch bar, moved on to the epoch under way: its steps, loss, ETA and speed.
+    assert running[-1].startswith("*   epoch 2/3 ")
+    assert running[-1].endswith("  25% H:MM:SS loss 0.4567  ETA 1 min 15 s  530 samples/s")
+    ended = rendered([*events, stage(4, "train", "SUCCEEDED", duration_ms=9000)])
+    assert ended[-2].startswith("✓ train ") and ended[-2].endswith(" 100% H:MM:SS SUCCEEDED")
+    assert ended[-1].startswith("✓   epoch 2/3 ")
+
+
+def test_progress_without_epochs_draws_no_epoch_bar() -> None:
+    lines = rendered(
+        [event(2, "ProgressReported", stage="execute", attempt=1, percent=50.0, message="")]
+    )
+    assert len(lines) == 1 and lines[0].startswith("* execute ")
+
+
+def test_a_training_state_shows_only_what_the_progress_carries() -> None:
+    assert training_state({"loss": 0.1, "eta_s": 3725.0, "samples_per_s": 99.6}) == (
+        "loss 0.1000  ETA 1 h 02 min  100 samples/s"
+    )
+    assert training_state({"loss": None, "eta_s": 4.4}) == "ETA 4 s"
+    assert training_state({}) == ""
+
+
+def test_a_job_that_did_not_succeed_ends_with_its_error_code() -> None:
+    assert failure(event(9, "JobFinished", job_id="j-1", status="SUCCEEDED")) is None
+    assert failure(stage(3, "parse", "FAILED", error=TIME_LIMIT)) is None
+    assert failure(event(9, "JobFinished", job_id="j-1", status="FAILED", error=TIME_LIMIT)) == (
+        "TIME_LIMIT",
+        "job j-1 FAILED: the program ran longer than its 180 s limit",
+    )
+    assert failure(event(9, "JobFinished", job_id="j-1", status="CANCELLED", error=None)) == (
+        "JOB_CANCELLED",
+        "job j-1 CANCELLED",
+    )
+    rejected = event(5, "JobRejected", job_id="j-2", error={"code": "X", "message": "a\nb"})
+    assert failure(rejected) == ("X", "job j-2 REJECTED: a b")
