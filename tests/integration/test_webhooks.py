@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -26,7 +29,7 @@ from streams.launcher import Launcher
 from streams.producer import now_ms
 from streams.settings import Settings
 from streams.stack import free_port
-from tests.conftest import EXAMPLES, Pipeline, RunningStack
+from tests.conftest import EXAMPLES, Pipeline, RunningStack, api_alone
 from tests.integration.test_metrics import scrape, value
 from tests.integration.test_projector import (
     Event,
@@ -558,3 +561,69 @@ async def test_a_long_answer_counts_by_its_status(
     await send(hooks.settings, *events)
     log = await settled(api, who, created["id"], 3)
     assert [(d["status"], d["attempts"], d["error"]) for d in log] == [("DELIVERED", 1, None)] * 3
+
+
+@pytest.fixture(scope="module")
+def keys_api(hooks: Launcher, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    """An API in keys mode beside the open one, on the same database and topics."""
+    settings = hooks.settings.model_copy(update={"auth": "keys"})
+    with api_alone(settings, tmp_path_factory.mktemp("webhooks-keys-api")) as launcher:
+        yield launcher
+
+
+def create_key(settings: Settings, tenant: str, scopes: str) -> dict[str, str]:
+    """`stagecast keys create`: the Authorization header of a new key."""
+    command = ["keys", "create", "--tenant", tenant, "--scopes", scopes]
+    made = subprocess.run(
+        [sys.executable, "-m", "streams.cli", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, DATABASE_URL=settings.require_database()),
+    )
+    assert made.returncode == 0, made.stderr
+    return {"Authorization": f"Bearer {made.stdout.strip()}"}
+
+
+async def test_with_api_keys_a_webhook_is_its_keys_tenants(
+    hooks: Launcher, keys_api: Launcher, receiver: Receiver
+) -> None:
+    mine, theirs = tenant(), tenant()
+    admin = await asyncio.to_thread(create_key, hooks.settings, mine, "read,admin")
+    reader = await asyncio.to_thread(create_key, hooks.settings, mine, "read")
+    other = await asyncio.to_thread(create_key, hooks.settings, theirs, "read,admin")
+    url = f"{receiver.base}/ok/keyed"
+    async with httpx.AsyncClient(base_url=keys_api.api_url, timeout=10) as api:
+        assert_error(await api.get("/webhooks"), 401, "API_KEY_MISSING")
+        refused = await api.post("/webhooks", json={"url": url}, headers=reader)
+        assert_error(refused, 403, "SCOPE_MISSING")
+        claimed = await api.post(
+            "/webhooks", json={"url": url}, headers=admin | {"X-Tenant": theirs}
+        )
+        assert_error(claimed, 403, "TENANT_MISMATCH")
+        response = await api.post("/webhooks", json={"url": url}, headers=admin)
+        assert response.status_code == 201, response.text
+        created = response.json()
+        listed = (await api.get("/webhooks", headers=reader)).json()["webhooks"]
+        assert [w["id"] for w in listed] == [created["id"]]
+
+        path = f"/webhooks/{created['id']}"
+        assert (await api.get("/webhooks", headers=other)).json() == {"webhooks": []}
+        assert_error(await api.get(f"{path}/deliveries", headers=other), 404, "WEBHOOK_NOT_FOUND")
+        assert_error(await api.delete(path, headers=other), 404, "WEBHOOK_NOT_FOUND")
+        assert_error(await api.delete(path, headers=reader), 403, "SCOPE_MISSING")
+
+        job = str(uuid.uuid4())
+        their_event = now(accepted(job, 0, []), theirs)
+        my_event = now(finished(job, 0, "SUCCEEDED", []), mine)
+        await send(hooks.settings, their_event, my_event)
+
+        async def ended() -> bool:
+            got = await api.get(f"{path}/deliveries", headers=reader)
+            return [d["status"] for d in got.json()["deliveries"]] == ["DELIVERED"]
+
+        await eventually(ended)
+        log = (await api.get(f"{path}/deliveries", headers=reader)).json()["deliveries"]
+    assert [d["event_id"] for d in log] == [my_event[1]["event_id"]]
+    got = receiver.at("/ok/keyed")
+    assert [r.headers["stagecast-event-id"] for r in got] == [my_event[1]["event_id"]]
