@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from api.client import ApiRequestError, StagecastClient
 from projections.webhooks.signing import verify
 from streams.launcher import Launcher
 from streams.producer import now_ms
@@ -627,3 +628,31 @@ async def test_with_api_keys_a_webhook_is_its_keys_tenants(
     assert [d["event_id"] for d in log] == [my_event[1]["event_id"]]
     got = receiver.at("/ok/keyed")
     assert [r.headers["stagecast-event-id"] for r in got] == [my_event[1]["event_id"]]
+
+
+async def test_the_sdk_manages_webhooks_and_reads_their_log(
+    hooks: Launcher, receiver: Receiver
+) -> None:
+    who = tenant()
+    async with StagecastClient(hooks.api_url, tenant=who) as client:
+        created = await client.create_webhook(f"{receiver.base}/ok/sdk", ["JobFinished"])
+        assert created["secret"].startswith("whsec_")
+        assert [w["id"] for w in await client.webhooks()] == [created["id"]]
+        with pytest.raises(ApiRequestError) as refused:
+            await client.create_webhook("ftp://example.com/")
+        assert (refused.value.status, refused.value.code) == (400, "INVALID_WEBHOOK_URL")
+
+        event = now(finished(str(uuid.uuid4()), 0, "SUCCEEDED", []), who)
+        await send(hooks.settings, event)
+
+        async def delivered() -> bool:
+            return bool(await client.webhook_deliveries(created["id"], status="DELIVERED"))
+
+        await eventually(delivered)
+        [delivery] = await client.webhook_deliveries(created["id"], limit=10)
+        assert delivery["event_id"] == event[1]["event_id"]
+        await client.delete_webhook(created["id"])
+        assert await client.webhooks() == []
+        with pytest.raises(ApiRequestError) as gone:
+            await client.delete_webhook(created["id"])
+        assert (gone.value.status, gone.value.code) == (404, "WEBHOOK_NOT_FOUND")
