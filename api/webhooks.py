@@ -45,6 +45,8 @@ def url_problem(url: str) -> str | None:
         return "only http and https URLs are accepted"
     if not parsed.host:
         return "the URL has no host"
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        return "the port must be from 1 to 65535"
     if parsed.userinfo:
         return "the URL must not carry credentials"
     return None

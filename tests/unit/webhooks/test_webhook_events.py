@@ -71,6 +71,8 @@ def test_refused_urls_say_why() -> None:
     assert url_problem("example.com/hook") == "only http and https URLs are accepted"
     assert url_problem("http:///path") == "the URL has no host"
     assert url_problem("https://user:pw@example.com/") == "the URL must not carry credentials"
+    for port in ("0", "-1", "65536"):
+        assert url_problem(f"http://example.com:{port}/") == "the port must be from 1 to 65535"
     assert url_problem("https://exa mple.com/") is not None
     assert url_problem("https://example.com/\n") is not None
     assert url_problem("http://exa\x00mple.com/") is not None
