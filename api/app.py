@@ -31,6 +31,7 @@ from api.outbox import OutboxRelay
 from api.ratelimit import RateLimits
 from api.runs import compare_runs, get_metrics
 from api.watchdog import StageWatchdog
+from api.webhooks import delete_webhook, list_deliveries, webhooks_collection
 from schemas.codec import default_codec
 from streams.producer import EventPublisher
 from streams.settings import Settings
@@ -140,6 +141,9 @@ def create_app(settings: Settings) -> ASGIApp:
         Route("/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
         Route("/events", firehose_events),
         Route("/runs/compare", compare_runs),
+        Route("/webhooks", webhooks_collection, methods=["GET", "POST"]),
+        Route("/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),
+        Route("/webhooks/{webhook_id}/deliveries", list_deliveries),
         *Dashboard().routes(),
     ]
     app = Starlette(
