@@ -233,6 +233,34 @@ class StagecastClient:
         response = await self._http.get("/runs/compare", params={"jobs": ",".join(job_ids)})
         return self._checked(response)
 
+    async def create_webhook(self, url: str, event_types: Sequence[str] = ()) -> dict[str, Any]:
+        """Subscribe `url` to the tenant's events (all types when none are named); the answer
+        holds the signing `secret`, shown this once."""
+        body = {"url": url, "event_types": list(event_types)}
+        return self._checked(await self._http.post("/webhooks", json=body))
+
+    async def webhooks(self) -> list[dict[str, Any]]:
+        """The tenant's webhooks, without their secrets."""
+        found: list[dict[str, Any]] = self._checked(await self._http.get("/webhooks"))["webhooks"]
+        return found
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        """Stop a webhook; what it still had pending ends FAILED."""
+        response = await self._http.delete(f"/webhooks/{webhook_id}")
+        if response.status_code >= 400:
+            raise ApiRequestError(response.status_code, _error_body(response))
+
+    async def webhook_deliveries(
+        self, webhook_id: str, status: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """A webhook's delivery log, newest first, each with every attempt in `history`."""
+        params: dict[str, Any] = {"limit": limit}
+        if status is not None:
+            params["status"] = status
+        response = await self._http.get(f"/webhooks/{webhook_id}/deliveries", params=params)
+        found: list[dict[str, Any]] = self._checked(response)["deliveries"]
+        return found
+
     async def events(
         self, job_id: str, last_event_id: int | None = None, *, reconnects: int = 5
     ) -> AsyncIterator[FeedEvent]:

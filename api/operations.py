@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-Method = Literal["GET", "POST"]
+Method = Literal["GET", "POST", "DELETE"]
 # Where a parameter travels, as OpenAPI names it.
 Location = Literal["path", "query", "header"]
 # A path converter in a Starlette path ("{name:path}"), which OpenAPI does not write.

@@ -15,6 +15,7 @@ from api.dashboard import ASSETS as DASHBOARD_ASSETS
 from api.docs import ASSETS as DOCS_ASSETS
 from api.firehose import FEED_EVENT_TYPES
 from api.views import JobStatus
+from api.webhooks import DELIVERY_PAGE, DELIVERY_STATUSES, MAX_DELIVERY_PAGE
 from streams.settings import STAGES
 
 Uuid = Annotated[str, WithJsonSchema({"type": "string", "format": "uuid"})]
@@ -33,6 +34,15 @@ class ArtifactPath(BaseModel):
     name: str = Field(
         min_length=1, max_length=1024, description="the artifact's name, a `/` in it sent as %2F"
     )
+
+
+class WebhookPath(BaseModel):
+    webhook_id: Uuid = Field(description="the webhook's id")
+
+
+class DeliveryQuery(BaseModel):
+    status: Literal[DELIVERY_STATUSES] | None = None  # type: ignore[valid-type]
+    limit: int = Field(default=DELIVERY_PAGE, ge=1, le=MAX_DELIVERY_PAGE)
 
 
 class DashboardAssetPath(BaseModel):

@@ -23,6 +23,7 @@ from api.parameters import (
     CompareQuery,
     ConditionalHeader,
     DashboardAssetPath,
+    DeliveryQuery,
     DocsAssetPath,
     FailureQuery,
     FirehoseQuery,
@@ -32,6 +33,7 @@ from api.parameters import (
     MetricQuery,
     ResumeHeader,
     TenantHeader,
+    WebhookPath,
 )
 from api.runs import compare_runs, get_metrics
 from api.views import (
@@ -50,6 +52,17 @@ from api.views import (
     Readiness,
     RunComparison,
 )
+from api.webhooks import (
+    MAX_DELIVERY_PAGE,
+    WebhookCreated,
+    WebhookDeliveryList,
+    WebhookList,
+    WebhookRequest,
+    create_webhook,
+    delete_webhook,
+    list_deliveries,
+    list_webhooks,
+)
 
 # Whatever touches PostgreSQL may meet it down or restarting.
 _DATABASE = ("DATABASE_UNAVAILABLE",)
@@ -63,6 +76,12 @@ _BODY_ERRORS: dict[int, tuple[str, ...]] = {
     400: ("INVALID_JSON", "JSON_TOO_DEEP"),
     413: ("REQUEST_TOO_LARGE",),
     415: ("UNSUPPORTED_MEDIA_TYPE",),
+}
+# The tenant a request acts for (api/jobs.py `_tenant`): X-Tenant in open mode, the key's.
+_TENANT_ERRORS: dict[int, tuple[str, ...]] = {
+    400: ("INVALID_TENANT",),
+    403: ("TENANT_MISMATCH",),
+    503: _DATABASE,
 }
 # Why the dispatcher's plan refuses a request (`streams/dispatcher.py`), checked before queuing.
 _PLAN_REJECTIONS = (
@@ -268,6 +287,74 @@ def operations(dashboard: Dashboard, docs: DocsPage) -> list[Operation]:
             {200: Answer("the runs, in the order asked", RunComparison)},
             {400: ("INVALID_QUERY", "INVALID_JOB_ID"), 404: ("JOB_NOT_FOUND",), 503: _DATABASE},
             parameters={"query": CompareQuery},
+        ),
+        Operation(
+            "POST",
+            "/webhooks",
+            create_webhook,
+            "create_webhook",
+            "Subscribe a URL to the tenant's job events (signed deliveries, retried)",
+            "webhooks",
+            {
+                201: Answer(
+                    "the subscription, with its signing secret (shown this once)",
+                    WebhookCreated,
+                    headers={"Location": "the webhook's URL"},
+                )
+            },
+            {
+                **_BODY_ERRORS,
+                **_TENANT_ERRORS,
+                400: (
+                    *_BODY_ERRORS[400],
+                    "INVALID_TENANT",
+                    "INVALID_WEBHOOK",
+                    "INVALID_WEBHOOK_URL",
+                ),
+            },
+            parameters={"header": TenantHeader},
+            body=WebhookRequest,
+        ),
+        Operation(
+            "GET",
+            "/webhooks",
+            list_webhooks,
+            "list_webhooks",
+            "The tenant's webhook subscriptions",
+            "webhooks",
+            {200: Answer("the active subscriptions, oldest first", WebhookList)},
+            _TENANT_ERRORS,
+            parameters={"header": TenantHeader},
+        ),
+        Operation(
+            "DELETE",
+            "/webhooks/{webhook_id}",
+            delete_webhook,
+            "delete_webhook",
+            "Stop a subscription; its pending deliveries end FAILED",
+            "webhooks",
+            {204: Answer("stopped")},
+            {
+                **_TENANT_ERRORS,
+                400: ("INVALID_WEBHOOK_ID", "INVALID_TENANT"),
+                404: ("WEBHOOK_NOT_FOUND",),
+            },
+            parameters={"path": WebhookPath, "header": TenantHeader},
+        ),
+        Operation(
+            "GET",
+            "/webhooks/{webhook_id}/deliveries",
+            list_deliveries,
+            "list_deliveries",
+            f"A subscription's newest deliveries with every attempt (at most {MAX_DELIVERY_PAGE})",
+            "webhooks",
+            {200: Answer("newest first", WebhookDeliveryList)},
+            {
+                **_TENANT_ERRORS,
+                400: ("INVALID_WEBHOOK_ID", "INVALID_QUERY", "INVALID_TENANT"),
+                404: ("WEBHOOK_NOT_FOUND",),
+            },
+            parameters={"path": WebhookPath, "query": DeliveryQuery, "header": TenantHeader},
         ),
         Operation(
             "GET",

@@ -161,7 +161,8 @@ def _error(error: dict[str, Any] | None) -> str | None:
     return jsonb_text({**error, "details": _json_document(error.get("details"))})
 
 
-def _occurred_at(value: Any) -> datetime:
+def occurred_at_of(value: Any) -> datetime:
+    """An event's occurred_at as an aware datetime; MalformedEvent when out of range."""
     if isinstance(value, datetime):
         return value
     try:
@@ -233,7 +234,7 @@ def staged_row(
         get("stage"),
         get("attempt"),
         status,
-        _occurred_at(record["occurred_at"]),
+        occurred_at_of(record["occurred_at"]),
         # A request is not in the feed; its big texts travel once, in `spec`.
         None if event_type == "JobRequested" else payload,
         topic,

@@ -1,44 +1,30 @@
 """The dead-letter recorder: the dead-letter topic projected into `dead_letters`.
 
-It runs beside the projector under a projector name of its own ('deadletters'): no consumer
-group, offsets in `projection_offsets` written in the same transaction as the rows, so a
-crash neither loses nor doubles a letter, and a letter delivered twice is one row (its event
-id). A letter that cannot be decoded is recorded as far as it can be, never skipped.
+It runs beside the projector under a projector name of its own ('deadletters'), a
+TopicRecorder (projections/recorder.py): a crash neither loses nor doubles a letter, and a
+letter delivered twice is one row (its event id). A letter that cannot be decoded is recorded
+as far as it can be, never skipped.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
-import logging
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import TopicPartition
 
-from projections.session import DATABASE_LOST, GenerationChanged, GenerationWatch, hold_name
-from projections.writer import ProjectionWriter
+from projections.recorder import Fetched, TopicRecorder
 from schemas.codec import Codec, DecodeError
-from streams.generation import broker_state
 from streams.producer import event_id_for
 from streams.settings import Settings
 
 RECORDER_NAME = "deadletters"
 # The code of a well-formed event of another type on the dead-letter topic.
 WRONG_EVENT = "WRONG_EVENT"
-
-_IDLE_POLL_MS = 200
-_FETCH_RECORDS = 500
-_RECONNECT_DELAY_S = 1.0
-_STATEMENT_TIMEOUT_S = 60.0
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,11 +170,6 @@ WITH inserted AS (
 )
 SELECT count(*) FROM inserted
 """
-_STORE_OFFSET = """
-INSERT INTO projection_offsets (projector, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
-ON CONFLICT (projector, topic, partition)
-DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()
-"""
 
 
 @dataclass
@@ -200,132 +181,30 @@ class RecorderStats:
     unreadable: int = 0
 
 
-class DeadLetterRecorder:
+class DeadLetterRecorder(TopicRecorder):
     """Projects the dead-letter topic into `dead_letters` until stopped."""
 
+    what = "dead-letter recorder"
+
     def __init__(self, settings: Settings, codec: Codec, name: str = RECORDER_NAME) -> None:
-        self.settings = settings
+        super().__init__(settings, name, settings.topics.deadletter)
         self.codec = codec
-        self.name = name
-        self.topic = settings.topics.deadletter
         self.stats = RecorderStats()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Record until `stop` is set; lost connections resume from the stored offsets."""
-        while not stop.is_set():
-            try:
-                await self._session(stop)
-            except GenerationChanged as change:
-                log.warning("dead-letter recorder: %s; starting a new session", change)
-            except (KafkaError, *DATABASE_LOST) as exc:
-                if stop.is_set():
-                    break
-                log.warning("dead-letter recorder lost a server (%r); resuming", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), _RECONNECT_DELAY_S)
-
-    async def _session(self, stop: asyncio.Event) -> None:
-        conn = await asyncpg.connect(
-            self.settings.require_database(),
-            command_timeout=_STATEMENT_TIMEOUT_S,
-            server_settings={"application_name": f"stagecast-recorder-{self.name}"},
-        )
-        try:
-            if not await hold_name(conn, self.name, stop, "dead-letter recorder"):
-                return
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.require_kafka(),
-                group_id=None,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
-                client_id=f"{self.settings.app_id}-recorder-{self.name}",
-            )
-            try:
-                await consumer.start()
-                generation = await self._position(conn, consumer, stop)
-                if generation is not None:
-                    await self._record(conn, consumer, generation, stop)
-            finally:
-                await consumer.stop()
-        except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
-            # A connection the server dropped while idle surfaces as a client-side error.
-            if conn.is_closed():
-                raise ConnectionError("the database closed the connection") from exc
-            raise
-        finally:
-            await conn.close()
-
-    async def _position(
-        self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer, stop: asyncio.Event
-    ) -> str | None:
-        """Assign every partition at its stored offset; the broker generation read, or None."""
-        partitions: list[TopicPartition] = []
-        while not partitions:
-            if stop.is_set():
-                return None
-            await consumer.topics()
-            found = consumer.partitions_for_topic(self.topic) or set()
-            partitions = [TopicPartition(self.topic, p) for p in sorted(found)]
-            if not partitions:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
-        generation = (await broker_state(consumer._client)).generation
-        # Offsets and generations are kept as the projector keeps its own.
-        offsets = ProjectionWriter(conn, self.name, generation)
-        left = await offsets.enter_generation()
-        if left is not None:
-            log.warning(
-                "dead-letter recorder: the broker started a new log (generation %s, was %s); "
-                "reading the dead-letter topic from its start",
-                generation,
-                left,
-            )
-        stored = await offsets.offsets()
-        consumer.assign(partitions)
-        for tp in partitions:
-            if (tp.topic, tp.partition) in stored:
-                consumer.seek(tp, stored[(tp.topic, tp.partition)])
-            else:
-                await consumer.seek_to_beginning(tp)
-        return generation
-
-    async def _record(
-        self,
-        conn: asyncpg.Connection,
-        consumer: AIOKafkaConsumer,
-        generation: str,
-        stop: asyncio.Event,
-    ) -> None:
-        watch = GenerationWatch(generation)
-        while not stop.is_set():
-            fetched = await consumer.getmany(timeout_ms=_IDLE_POLL_MS, max_records=_FETCH_RECORDS)
-            await watch.check(consumer._client, bool(fetched))
-            if not fetched:
-                continue
-            letters = [
-                recorded_letter(self.codec, tp.topic, tp.partition, m.offset, m.key, m.value)
-                for tp, messages in fetched.items()
-                for m in messages
-            ]
-            next_offsets = {tp: messages[-1].offset + 1 for tp, messages in fetched.items()}
-            await self._store(conn, letters, next_offsets)
-
-    async def _store(
-        self,
-        conn: asyncpg.Connection,
-        letters: Sequence[RecordedLetter],
-        next_offsets: dict[TopicPartition, int],
+    async def store(
+        self, conn: asyncpg.Connection, fetched: Fetched, next_offsets: dict[TopicPartition, int]
     ) -> None:
         """The letters and where they end, in one transaction."""
+        letters = [
+            recorded_letter(self.codec, tp.topic, tp.partition, m.offset, m.key, m.value)
+            for tp, messages in fetched.items()
+            for m in messages
+        ]
         rows = [letter.row() for letter in letters]
         columns = [list(column) for column in zip(*rows, strict=True)]
         async with conn.transaction():
             recorded: int = await conn.fetchval(_INSERT, *columns)
-            await conn.executemany(
-                _STORE_OFFSET,
-                [(self.name, tp.topic, tp.partition, end) for tp, end in next_offsets.items()],
-            )
+            await self.store_offsets(conn, next_offsets)
         self.stats.letters += len(letters)
         self.stats.recorded += recorded
         self.stats.unreadable += sum(not letter.readable for letter in letters)

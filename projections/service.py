@@ -48,8 +48,8 @@ async def run_projector_process(settings: Settings) -> None:
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(projector.run(stop))
-            tasks.create_task(_companion("dead-letter recorder", recorder.run, stop))
-            tasks.create_task(_companion("lag sampler", sampler.run, stop))
+            tasks.create_task(companion("dead-letter recorder", recorder.run, stop))
+            tasks.create_task(companion("lag sampler", sampler.run, stop))
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -57,11 +57,11 @@ async def run_projector_process(settings: Settings) -> None:
             server.stop()
 
 
-async def _companion(
+async def companion(
     name: str, run: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event
 ) -> None:
-    """Run a companion of the projector; a bug in it is logged and it starts again, while
-    the projector goes on (the projector's own bugs stop the process)."""
+    """Run a companion of the projector (or a part of the webhooks process); a bug in it is
+    logged and it starts again, while the projector goes on (its own bugs stop the process)."""
     while not stop.is_set():
         try:
             await run(stop)

@@ -214,6 +214,13 @@ def cmd_projector(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    from projections.webhooks.service import run_webhooks_process
+
+    asyncio.run(run_webhooks_process(_settings()))
+    return 0
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     from api.app import run_api
 
@@ -773,6 +780,7 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--no-dispatcher", action="store_true", help="stage agents only")
     sub.add_parser("projector", help="run the projector")
     sub.add_parser("api", help="run the HTTP API")
+    sub.add_parser("webhooks", help="deliver events to the webhook subscriptions")
     demo = sub.add_parser("demo", help="run the bundled examples end to end")
     demo.add_argument("--api", help="use the API at this URL")
     submit = sub.add_parser("submit", help="submit a .neural file")
@@ -856,13 +864,14 @@ def _seconds(text: str) -> float:
 
 
 # The commands that run (part of) the stack and log as services do.
-SERVICES = frozenset({"up", "worker", "projector", "api", "demo"})
+SERVICES = frozenset({"up", "worker", "projector", "webhooks", "api", "demo"})
 COMMANDS = {
     "up": cmd_up,
     "prepare": cmd_prepare,
     "worker": cmd_worker,
     "projector": cmd_projector,
     "api": cmd_api,
+    "webhooks": cmd_webhooks,
     "demo": cmd_demo,
     "submit": cmd_submit,
     "watch": cmd_watch,

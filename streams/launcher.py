@@ -28,7 +28,7 @@ from streams.stack import (
 )
 from streams.topics import ensure_topics
 
-PROCESSES = ("worker", "projector", "api")
+PROCESSES = ("worker", "projector", "webhooks", "api")
 # Tansu answers JoinGroup after half the session timeout (faust's 60 s default means 30 s
 # joins) and can hold a multi-partition fetch for its whole max wait (~750 ms a hop measured
 # with faust's 1.5 s).
@@ -86,8 +86,8 @@ class Launcher:
             updates["database_url"] = self.database.url("stagecast")
         if not self.settings.api_port:
             updates["api_port"] = free_port(self.settings.api_host)
-        # A stack always serves its worker's and projector's metrics (README "Observability").
-        for port in ("worker_metrics_port", "projector_metrics_port"):
+        # A stack always serves its processes' metrics (README "Observability").
+        for port in ("worker_metrics_port", "projector_metrics_port", "webhooks_metrics_port"):
             if not getattr(self.settings, port):
                 updates[port] = free_port(self.settings.metrics_host)
         self.settings = self.settings.model_copy(update=updates)
@@ -167,7 +167,11 @@ class Launcher:
         """Where each process of the stack serves its Prometheus metrics."""
         s = self.settings
         urls = {"api": f"{self.api_url}/metrics"}
-        ports = {"worker": s.worker_metrics_port, "projector": s.projector_metrics_port}
+        ports = {
+            "worker": s.worker_metrics_port,
+            "projector": s.projector_metrics_port,
+            "webhooks": s.webhooks_metrics_port,
+        }
         for name, port in ports.items():
             if port:
                 urls[name] = f"http://{s.metrics_host}:{port}/metrics"

@@ -99,12 +99,13 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=1_048_576, ge=1)
     # Kafka's default message.max.bytes is 1 MiB; a bigger event could never be delivered.
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
-    # Metrics (README "Observability"): where the worker and the projector serve /metrics.
-    # Unset: not served; 0: any free port (`stagecast up` picks free ports for both and writes
-    # them to stack.json). The API serves GET /metrics on its own port.
+    # Metrics (README "Observability"): where the worker, the projector and the webhooks process
+    # serve /metrics. Unset: not served; 0: any free port (`stagecast up` picks free ports for
+    # all three and writes them to stack.json). The API serves GET /metrics on its own port.
     metrics_host: str = "127.0.0.1"
     worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
     projector_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    webhooks_metrics_port: int | None = Field(default=None, ge=0, le=65535)
     # How often the projector process samples every consumer's lag into `consumer_lag`.
     lag_sample_s: float = Field(default=5.0, gt=0, le=3600)
     projector_batch: int = Field(default=2_000, ge=1)
@@ -152,6 +153,15 @@ class Settings(BaseSettings):
     stage_max_attempts: int = Field(default=3, ge=1, le=100)
     # Refuse to run code where the sandbox lacks a protection, unless this says otherwise.
     allow_unconfined: bool = False
+    # Webhooks (projections/webhooks/): attempts per delivery before it is FAILED, the
+    # back-off before attempt n+1 (base * 2^(n-1), capped, with jitter), one attempt's
+    # time-out, and how many requests are in flight at once, per subscription and in all.
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_backoff_base_s: float = Field(default=2.0, gt=0, le=3600)
+    webhook_backoff_max_s: float = Field(default=600.0, gt=0, le=86_400)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    webhook_subscription_concurrency: int = Field(default=4, ge=1, le=64)
+    webhook_concurrency: int = Field(default=64, ge=1, le=1024)
     log_level: str = "INFO"
 
     @field_validator("enabled_stages", "cors_origins", mode="before")

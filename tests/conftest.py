@@ -43,6 +43,7 @@ class RunningStack:
                 "database_url": database.url(name),
                 "worker_metrics_port": None,
                 "projector_metrics_port": None,
+                "webhooks_metrics_port": None,
             }
             | overrides
         )

@@ -361,6 +361,7 @@ def _wait_until_connected(pid: int, port: int, timeout: float = 30.0) -> None:
         ("prepare", "--topics"),
         ("worker", "--dispatcher"),
         ("projector", "--standby"),
+        ("webhooks", "--url", "http://x/"),
         ("api", "--port", "80"),
         ("demo", "--fast"),
     ],
@@ -518,7 +519,7 @@ def test_up_json_prints_where_everything_is(stack: RunningStack, tmp_path: Path)
         assert up.stdout is not None
         info = json.loads(up.stdout.readline())
         assert httpx.get(f"{info['api_url']}/ready", timeout=10).status_code == 200
-        assert set(info["metrics"]) == {"api", "worker", "projector"}
+        assert set(info["metrics"]) == {"api", "worker", "projector", "webhooks"}
         assert info["kafka_bootstrap_servers"] == settings.kafka_bootstrap_servers
         assert info["pids"]["broker"] is None  # the configured broker, not an embedded one
         up.send_signal(signal.SIGTERM)

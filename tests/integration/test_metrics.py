@@ -188,6 +188,7 @@ async def test_the_stack_file_says_where_each_process_serves_metrics(
         "api": f"{pipeline.api_url}/metrics",
         "worker": f"http://{settings.metrics_host}:{settings.worker_metrics_port}/metrics",
         "projector": f"http://{settings.metrics_host}:{settings.projector_metrics_port}/metrics",
+        "webhooks": f"http://{settings.metrics_host}:{settings.webhooks_metrics_port}/metrics",
     }
     assert await scrape(written["worker"])
 

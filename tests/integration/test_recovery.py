@@ -143,7 +143,7 @@ def test_up_restarts_dead_processes_refuses_a_second_up_and_stops_everything_on_
             time.sleep(0.2)
         info = json.loads((state / "stack.json").read_text())
         pids = [pid for pid in info["pids"].values() if pid]
-        assert len(pids) == 5  # worker, projector, api, broker, postgres
+        assert len(pids) == 6  # worker, projector, webhooks, api, broker, postgres
         started = [psutil.Process(pid) for pid in pids]
         descendants = [child for proc in started for child in proc.children(recursive=True)]
         up.send_signal(signal.SIGINT)

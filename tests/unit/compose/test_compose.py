@@ -130,7 +130,11 @@ def test_ports_partitions_and_servers_agree_with_the_settings() -> None:
     env, services = environment(), compose()["services"]
     api_port = env["STAGECAST_API_PORT"]
     assert services["api"]["ports"] == [f"127.0.0.1:{api_port}:{api_port}"]
-    for service, variable in (("worker", "WORKER"), ("projector", "PROJECTOR")):
+    for service, variable in (
+        ("worker", "WORKER"),
+        ("projector", "PROJECTOR"),
+        ("webhooks", "WEBHOOKS"),
+    ):
         port = env[f"STAGECAST_{variable}_METRICS_PORT"]
         assert services[service]["ports"] == [f"127.0.0.1:{port}:{port}"]
     kafka = services["kafka"]["environment"]
