@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # A local wheel directory (CPU PyTorch) is used when the machine has one.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
-# The dashboard's front-end packages, pinned in api/web/package-lock.json.
+# The dashboard's and the docs page's front-end packages, pinned in api/web/package-lock.json.
 WEB := api/web
 WEB_STAMP := $(WEB)/vendor/.installed
 NPM := $(shell command -v npm 2>/dev/null)
@@ -24,11 +24,12 @@ $(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
 	cd $(WEB) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	rm -rf $(WEB)/vendor && mkdir -p $(WEB)/vendor
 	cp $(WEB)/node_modules/uplot/dist/uPlot.iife.min.js $(WEB)/node_modules/uplot/dist/uPlot.min.css $(WEB)/vendor/
+	cp $(WEB)/node_modules/swagger-ui-dist/swagger-ui-bundle.js $(WEB)/node_modules/swagger-ui-dist/swagger-ui.css $(WEB)/vendor/
 	touch $@
 
 # The execute stage's sandbox runs programs under bubblewrap, and the dashboard's test drives
 # Chromium (Debian's packages): installed here when missing and we are root, otherwise we say
-# how. The dashboard's packages need node and npm; without them /dashboard answers 503.
+# how. The pages' packages need node and npm; without them /dashboard and /docs answer 503.
 install: $(STAMP) $(if $(NPM),$(WEB_STAMP))
 	@command -v bwrap >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -42,7 +43,7 @@ install: $(STAMP) $(if $(NPM),$(WEB_STAMP))
 	  else \
 	    echo "chromium is missing (the dashboard's test needs it): run 'sudo apt-get install chromium'" >&2; \
 	  fi; }
-	@[ -n "$(NPM)" ] || echo "npm is missing: /dashboard answers 503 until node and npm are installed and 'make install' runs again" >&2
+	@[ -n "$(NPM)" ] || echo "npm is missing: /dashboard and /docs answer 503 until node and npm are installed and 'make install' runs again" >&2
 
 demo: install
 	$(BIN)/stagecast demo

@@ -4,39 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from api.artifacts import download_artifact, list_artifacts
 from api.auth import AuthMiddleware
-from api.cancel import cancel_job
 from api.dashboard import Dashboard
-from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware, error_response
-from api.feed import FeedNotifier, job_events
-from api.firehose import firehose_events
-from api.jobs import get_job, get_stages, jobs_collection
-from api.metrics import ApiMetrics, HttpMetricsMiddleware, metrics_page
+from api.docs import DocsPage
+from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware
+from api.feed import FeedNotifier
+from api.metrics import ApiMetrics, HttpMetricsMiddleware
+from api.openapi import openapi_document
+from api.operations import starlette_routes
 from api.outbox import OutboxRelay
 from api.ratelimit import RateLimits
-from api.runs import compare_runs, get_metrics
+from api.routes import operations as api_operations
 from api.watchdog import StageWatchdog
-from api.webhooks import delete_webhook, list_deliveries, webhooks_collection
 from schemas.codec import default_codec
 from streams.producer import EventPublisher
 from streams.settings import Settings
 
-_CHECK_TIMEOUT_S = 2.0
 # What a page on an allowed origin may send and read (besides the CORS-safelisted ones).
 CORS_REQUEST_HEADERS = (
     "Authorization",
@@ -46,54 +38,6 @@ CORS_REQUEST_HEADERS = (
     "X-Tenant",
 )
 CORS_RESPONSE_HEADERS = ("Location", "Retry-After", "WWW-Authenticate", "X-Request-ID")
-
-
-async def health(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
-
-
-async def ready(request: Request) -> JSONResponse:
-    """Ready only when the database answers and the broker answers with every topic."""
-    state = request.app.state
-    checks: dict[str, str] = {}
-    try:
-        await asyncio.wait_for(state.pool.fetchval("SELECT 1"), _CHECK_TIMEOUT_S)
-        checks["database"] = "ok"
-    except Exception as error:  # any database failure means "not ready", never a 500
-        checks["database"] = f"unavailable: {type(error).__name__}"
-    try:
-        broker = await asyncio.wait_for(state.publisher.broker_state(), _CHECK_TIMEOUT_S)
-    except Exception as error:  # any broker failure means "not ready", never a 500
-        checks["broker"] = f"unavailable: {type(error).__name__}"
-    else:
-        # A restarted memory-only broker answers before its topics are created again.
-        missing = broker.missing(state.settings.topics.all())
-        checks["broker"] = f"missing topics: {', '.join(missing)}" if missing else "ok"
-    if all(value == "ok" for value in checks.values()):
-        sandboxes = await _sandboxes(state.pool)
-        return JSONResponse({"status": "ready", "checks": checks, "execute": sandboxes})
-    return error_response(request, 503, "NOT_READY", "not ready", checks)
-
-
-async def _sandboxes(pool: asyncpg.Pool) -> list[dict[str, Any]]:
-    """What the execute stage of each live worker can confine (workers report every 30 s)."""
-    rows = await asyncio.wait_for(
-        pool.fetch(
-            "SELECT worker, protections, missing, toolchains FROM worker_sandboxes "
-            "WHERE seen_at > now() - interval '90 seconds' ORDER BY worker"
-        ),
-        _CHECK_TIMEOUT_S,
-    )
-    return [
-        {
-            "worker": row["worker"],
-            "confined": not json.loads(row["missing"]),
-            "protections": json.loads(row["protections"]),
-            "missing": json.loads(row["missing"]),
-            "toolchains": json.loads(row["toolchains"]),
-        }
-        for row in rows
-    ]
 
 
 def create_app(settings: Settings) -> ASGIApp:
@@ -127,33 +71,16 @@ def create_app(settings: Settings) -> ASGIApp:
             await app.state.publisher.stop()
             await app.state.pool.close()
 
-    routes = [
-        Route("/health", health),
-        Route("/ready", ready),
-        Route("/metrics", metrics_page),
-        Route("/jobs", jobs_collection, methods=["GET", "POST"]),
-        Route("/jobs/{job_id}", get_job),
-        Route("/jobs/{job_id}/stages", get_stages),
-        Route("/jobs/{job_id}/metrics", get_metrics),
-        Route("/jobs/{job_id}/artifacts", list_artifacts),
-        Route("/jobs/{job_id}/artifacts/{name:path}", download_artifact),
-        Route("/jobs/{job_id}/events", job_events),
-        Route("/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
-        Route("/events", firehose_events),
-        Route("/runs/compare", compare_runs),
-        Route("/webhooks", webhooks_collection, methods=["GET", "POST"]),
-        Route("/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),
-        Route("/webhooks/{webhook_id}/deliveries", list_deliveries),
-        *Dashboard().routes(),
-    ]
+    operations = api_operations(Dashboard(), DocsPage())
     app = Starlette(
-        routes=routes,
+        routes=starlette_routes(operations),
         # CORS outside auth: a preflight carries no key, and a 401 needs the CORS headers for a
         # page to read it.
         middleware=[*_cors(settings), Middleware(AuthMiddleware, limits=RateLimits())],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    app.state.openapi = openapi_document(operations)
     # Outermost, so that even a 500 from Starlette's error middleware carries the request id
     # and is counted.
     return RequestIdMiddleware(HttpMetricsMiddleware(app, metrics))

@@ -27,6 +27,7 @@ from typing import IO, Any
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import asyncpg
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -34,6 +35,7 @@ from api.errors import ApiError
 from api.feed import parse_job_id
 from api.jobs import latest_run_first, require_known_job
 from api.tenancy import require_visible
+from api.views import ArtifactList, json_answer
 from streams.settings import STAGES, Settings
 
 CHUNK_BYTES = 256 * 1024
@@ -54,6 +56,24 @@ _ONE = (
     f"SELECT {_COLUMNS}, content FROM artifacts WHERE job_id = $1 AND name = $3 "
     f"ORDER BY {latest_run_first('$2')}, occurred_at DESC, event_id DESC LIMIT 1"
 )
+
+
+class ArtifactNameConvertor(Convertor[str]):
+    """The rest of the path, whatever it holds: Starlette's `path` (".*") stops at a line
+    break, so a name holding one missed the route (a bare 404 NOT_FOUND) instead of meeting
+    `artifact_name`'s 400 INVALID_ARTIFACT_NAME."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+# The route's path names it: /jobs/{job_id}/artifacts/{name:artifact_name}.
+register_url_convertor("artifact_name", ArtifactNameConvertor())
 
 
 class ArtifactChanged(Exception):
@@ -242,7 +262,7 @@ async def list_artifacts(request: Request) -> JSONResponse:
     text = str(job_id)
     base_url = request.app.state.settings.artifact_url
     views = [_artifact_view(text, row, base_url) for row in rows]
-    return JSONResponse({"job_id": text, "artifacts": views})
+    return json_answer(ArtifactList, {"job_id": text, "artifacts": views})
 
 
 async def download_artifact(request: Request) -> Response:

@@ -22,9 +22,20 @@ from api.keys import SCOPES, ApiKey, KeyRefusal, authenticate
 from api.ratelimit import RateLimits, retry_after
 from streams.settings import Settings
 
-# Routes anyone may call: probes, and the dashboard's static page and files (they hold no
-# data; the page asks for a key and sends it with every request it makes).
-PUBLIC_ROUTES = frozenset({"/health", "/ready", "/dashboard", "/dashboard/assets/{name}"})
+# Routes anyone may call: probes, the API's document, and the static pages and their files
+# (they hold no data; the dashboard asks for a key and sends it with every request it makes,
+# the docs page's "Authorize" does the same for what it tries out).
+PUBLIC_ROUTES = frozenset(
+    {
+        "/health",
+        "/ready",
+        "/openapi.json",
+        "/docs",
+        "/docs/assets/{name}",
+        "/dashboard",
+        "/dashboard/assets/{name}",
+    }
+)
 # Routes that see across tenants: only for operators.
 ADMIN_ROUTES = frozenset({"/metrics", "/dashboard/failures"})
 # These start or stop work; the other routes that read a tenant's jobs need `read`.

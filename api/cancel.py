@@ -15,6 +15,7 @@ from api.feed import parse_job_id
 from api.inputs import unstorable_strings
 from api.jobs import PUBLISH_WAIT_S, read_body
 from api.tenancy import require_visible
+from api.views import JobCancelling, json_answer
 from streams.envelope import envelope
 from streams.producer import EventPublisher, Outgoing, event_id_for
 from streams.settings import Settings
@@ -90,4 +91,4 @@ async def cancel_job(request: Request) -> JSONResponse:
         "status": "CANCELLING",
         "links": {"self": f"/jobs/{text}", "events": f"/jobs/{text}/events"},
     }
-    return JSONResponse(body, status_code=202)
+    return json_answer(JobCancelling, body, 202)

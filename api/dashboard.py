@@ -14,9 +14,9 @@ from pathlib import Path
 import asyncpg
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Route
 
 from api.errors import ApiError
+from api.views import FailureBreakdown, json_answer
 from streams.settings import STAGES
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -48,13 +48,6 @@ class Dashboard:
 
     def __init__(self, web_dir: Path = WEB_DIR) -> None:
         self.web_dir = web_dir
-
-    def routes(self) -> list[Route]:
-        return [
-            Route("/dashboard", self.page),
-            Route("/dashboard/assets/{name}", self.asset),
-            Route("/dashboard/failures", failures),
-        ]
 
     def _missing(self) -> list[str]:
         files = ["dashboard.html", *(path for path, _ in ASSETS.values())]
@@ -115,7 +108,8 @@ async def failures(request: Request) -> JSONResponse:
         (row for row in rows if row["status"] != "SUCCEEDED"),
         key=lambda row: (-row["attempts"], row["stage"], row["status"], row["error_code"]),
     )
-    return JSONResponse(
+    return json_answer(
+        FailureBreakdown,
         {
             "failures": [
                 {
@@ -128,5 +122,5 @@ async def failures(request: Request) -> JSONResponse:
                 for row in shown
             ],
             "ended_attempts": {stage: int(count) for stage, count in sorted(ended.items())},
-        }
+        },
     )

@@ -13,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.views import ErrorBody
+
 log = logging.getLogger(__name__)
 
 _HTTP_CODES = {
@@ -55,13 +57,13 @@ def request_id(request: Request) -> str:
 def error_response(
     request: Request, status: int, code: str, message: str, details: Any | None = None
 ) -> JSONResponse:
-    body = {
-        "error": message,
-        "error_code": code,
-        "details": details if details is not None else {},
-        "request_id": request_id(request),
-    }
-    return JSONResponse(body, status_code=status)
+    body = ErrorBody(
+        error=message,
+        error_code=code,
+        details=details if details is not None else {},
+        request_id=request_id(request),
+    )
+    return JSONResponse(body.model_dump(mode="json"), status_code=status)
 
 
 async def on_api_error(request: Request, exc: Exception) -> Response:

@@ -28,6 +28,7 @@ from api.inputs import (
 )
 from api.models import JobSubmission
 from api.tenancy import own_tenant, require_visible, tenant_filter
+from api.views import Job, JobDuplicate, JobPage, JobQueued, JobStages, json_answer
 from schemas.codec import default_codec
 from streams.dispatcher import Rejection, job_id_for, plan_job, request_digest
 from streams.envelope import envelope
@@ -177,7 +178,7 @@ def _duplicate(job_id: str, status: str | None) -> JSONResponse:
         "duplicate": True,
         "links": _links(job_id),
     }
-    return JSONResponse(body, status_code=200)
+    return json_answer(JobDuplicate, body)
 
 
 async def _accept(
@@ -258,7 +259,7 @@ async def submit_job(request: Request) -> JSONResponse:
         # Accepted all the same: the outbox relay publishes it once the broker is back.
         log.warning("job %s is accepted but not on the broker yet (%r)", job_id, error)
     body = {"job_id": job_id, "status": "QUEUED", "stages": list(plan), "links": _links(job_id)}
-    return JSONResponse(body, status_code=202, headers={"Location": f"/jobs/{job_id}"})
+    return json_answer(JobQueued, body, 202, headers={"Location": f"/jobs/{job_id}"})
 
 
 async def _stages(pool: asyncpg.Pool, job_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -320,7 +321,7 @@ async def get_job(request: Request) -> JSONResponse:
         raise ApiError(404, "JOB_NOT_FOUND", "no such job (yet)", {"job_id": str(job_id)})
     view = _job_view(row)
     view["stages"] = await _stages(pool, job_id)
-    return JSONResponse(view)
+    return json_answer(Job, view)
 
 
 async def get_stages(request: Request) -> JSONResponse:
@@ -330,7 +331,7 @@ async def get_stages(request: Request) -> JSONResponse:
     stages = await _stages(pool, job_id)
     if not stages and await pool.fetchval("SELECT 1 FROM jobs WHERE job_id = $1", job_id) is None:
         raise ApiError(404, "JOB_NOT_FOUND", "no such job (yet)", {"job_id": str(job_id)})
-    return JSONResponse({"job_id": str(job_id), "stages": stages})
+    return json_answer(JobStages, {"job_id": str(job_id), "stages": stages})
 
 
 _KNOWN = (
@@ -401,7 +402,7 @@ async def list_jobs(request: Request) -> JSONResponse:
     if len(rows) == limit:
         last = rows[-1]
         body["next_cursor"] = f"{last['sort_key'].isoformat()}|{last['job_id']}"
-    return JSONResponse(body)
+    return json_answer(JobPage, body)
 
 
 MAX_LABEL_FILTERS = 20
@@ -449,10 +450,3 @@ def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return at, uuid.UUID(job_id)
     except (ValueError, OverflowError):
         raise invalid from None
-
-
-async def jobs_collection(request: Request) -> JSONResponse:
-    """/jobs: POST submits, GET lists (one route, so a 405 names both methods)."""
-    if request.method == "POST":
-        return await submit_job(request)
-    return await list_jobs(request)

@@ -22,6 +22,7 @@ from api.errors import ApiError
 from api.feed import parse_job_id
 from api.jobs import latest_run_first, require_known_job
 from api.tenancy import foreign_jobs, require_visible
+from api.views import MetricHistory, RunComparison, json_answer
 from schemas.codec import default_codec
 from streams.settings import STAGES
 
@@ -149,7 +150,7 @@ async def get_metrics(request: Request) -> JSONResponse:
     rows = await pool.fetch(_HISTORY, job_id, list(STAGES), names)
     if not rows:
         await require_known_job(pool, job_id)
-    return JSONResponse({"job_id": str(job_id), "metrics": history(rows)})
+    return json_answer(MetricHistory, {"job_id": str(job_id), "metrics": history(rows)})
 
 
 def _train_settings(train: Any) -> Any:
@@ -229,10 +230,11 @@ async def compare_runs(request: Request) -> JSONResponse:
     for row in await pool.fetch(_FINAL, job_ids, list(STAGES)):
         runs[row["job_id"]]["metrics"][row["name"]] = _point(row)
     ordered = [runs[job_id] for job_id in job_ids]
-    return JSONResponse(
+    return json_answer(
+        RunComparison,
         {
             "runs": ordered,
             "metric_names": sorted({name for run in ordered for name in run["metrics"]}),
             "param_names": sorted({name for run in ordered for name in run["params"]}),
-        }
+        },
     )

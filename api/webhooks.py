@@ -140,12 +140,6 @@ def _not_found(webhook_id: uuid.UUID) -> ApiError:
     return ApiError(404, "WEBHOOK_NOT_FOUND", "no such webhook", {"id": str(webhook_id)})
 
 
-async def webhooks_collection(request: Request) -> Response:
-    if request.method == "POST":
-        return await create_webhook(request)
-    return await list_webhooks(request)
-
-
 async def create_webhook(request: Request) -> Response:
     tenant = caller_tenant(request)
     body = await read_body(request, MAX_BODY_BYTES)

@@ -186,7 +186,14 @@ async def test_requests_without_a_valid_key_get_401(
             assert answer.status_code == 401, (method, path)
             assert answer.json()["error_code"] == code
             assert answer.headers["www-authenticate"].startswith("Bearer")
-        for path in ("/health", "/ready", "/dashboard/assets/dashboard.js"):
+        for path in (
+            "/health",
+            "/ready",
+            "/dashboard/assets/dashboard.js",
+            "/openapi.json",
+            "/docs",
+            "/docs/assets/docs.js",
+        ):
             assert (await http.get(path)).status_code == 200, path
 
 

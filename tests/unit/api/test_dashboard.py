@@ -11,12 +11,16 @@ import pytest
 from starlette.applications import Starlette
 
 from api.dashboard import ASSETS, CONTENT_SECURITY_POLICY, WEB_DIR, Dashboard
+from api.docs import DocsPage
 from api.errors import EXCEPTION_HANDLERS
+from api.operations import starlette_routes
+from api.routes import operations
 
 
 def _client(web_dir: Path) -> httpx.AsyncClient:
     """The dashboard's routes called in process (they need no database or broker)."""
-    app = Starlette(routes=Dashboard(web_dir).routes(), exception_handlers=EXCEPTION_HANDLERS)
+    routes = starlette_routes(operations(Dashboard(web_dir), DocsPage(web_dir)))
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 
