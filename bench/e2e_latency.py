@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -344,7 +345,27 @@ def trace_stack(launcher: Launcher, idle_s: float, jobs: int) -> None:
     """Idle CPU, a bare hop through the broker, then the hops of `jobs` jobs."""
     idle_cpu(idle_s)
     asyncio.run(bare_hop(launcher.settings))
+    projector = launcher.metrics_urls()["projector"]
+    before = projector_totals(projector)
     asyncio.run(hops(launcher.api_url, launcher.settings.require_database(), jobs))
+    after = projector_totals(projector)
+    batches = after["batches"] - before["batches"]
+    seconds = after["seconds"] - before["seconds"]
+    print(
+        f"projector: {batches / (jobs + 5):.1f} transactions per job, "
+        f"{seconds / max(batches, 1) * 1000:.1f} ms each on average\n"
+    )
+
+
+def projector_totals(metrics_url: str) -> dict[str, float]:
+    """Batches committed and seconds spent writing them, from the projector's metrics."""
+    totals = {"batches": 0.0, "seconds": 0.0}
+    for line in httpx.get(metrics_url, timeout=10).text.splitlines():
+        if line.startswith("stagecast_projector_batches_total{"):
+            totals["batches"] = float(line.split()[-1])
+        elif line.startswith("stagecast_projector_batch_seconds_sum{"):
+            totals["seconds"] = float(line.split()[-1])
+    return totals
 
 
 async def bare_hop(settings: Settings, messages: int = 100) -> None:

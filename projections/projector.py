@@ -348,7 +348,7 @@ class Projector:
             await asyncio.sleep(0)
             if deadline is None:
                 deadline = loop.time() + linger
-            if (writing is None or writing.done()) and not await self._behind(consumer):
+            if (writing is None or writing.done()) and self._caught_up(consumer):
                 break
         if batch.needs_cut and not precedence.settled(batch.rows):
             return await self._read_to_cut(consumer, batch, stop)
@@ -362,6 +362,26 @@ class Projector:
         if unread or not partitions:
             return unread
         return [min(partitions, key=lambda tp: batch.reached[(tp.topic, tp.partition)])]
+
+    @staticmethod
+    def _caught_up(consumer: AIOKafkaConsumer) -> bool:
+        """Whether every partition is read to the end its last fetch reported.
+
+        Without asking the broker: `position()` waits for a partition whose position is being
+        reset, which with the broker away is the request timeout, every batch.
+        """
+        subscription = consumer._subscription.subscription
+        assignment = None if subscription is None else subscription.assignment
+        if assignment is None:
+            return False
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            state = assignment.state_value(tp)
+            if end is None or state is None or not state.has_valid_position:
+                return False
+            if state.position < end:
+                return False
+        return True
 
     @staticmethod
     async def _behind(consumer: AIOKafkaConsumer) -> bool:
