@@ -92,6 +92,12 @@ def report(samples: Sequence[Sample], warm_up: int) -> str:
     return "\n".join(lines)
 
 
+def progress_line(taken: Sample, jobs_per_s: float) -> str:
+    """One sample as it is taken: a run stopped early still shows what it saw."""
+    sizes = ", ".join(f"{name} {kib / 1024:.1f}" for name, kib in taken.kib.items())
+    return f"{taken.jobs:>6} jobs done ({jobs_per_s:.1f} jobs/s); MiB: {sizes}"
+
+
 def _read(path: Path) -> str | None:
     try:
         return path.read_text()
@@ -141,7 +147,7 @@ def main() -> None:
             for done in range(args.every, args.jobs + 1, args.every):
                 _, wall = asyncio.run(level(launcher.api_url, CONCURRENCY, args.every))
                 samples.append(sample(done, pids))
-                print(f"{done:>6} jobs done ({args.every / wall:.1f} jobs/s)", flush=True)
+                print(progress_line(samples[-1], args.every / wall), flush=True)
         finally:
             launcher.stop()
     print()

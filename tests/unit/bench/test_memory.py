@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from memory import Sample, descendants, growth_per_thousand, parent_of, report, resident_kib
+from memory import (
+    Sample,
+    descendants,
+    growth_per_thousand,
+    parent_of,
+    progress_line,
+    report,
+    resident_kib,
+)
 
 STATUS = """Name:\tpostgres
 VmRSS:\t  150000 kB
@@ -57,3 +65,8 @@ def test_report_fits_only_after_the_warm_up() -> None:
     assert lines[1].split() == ["api", "10.0", "40.0", "40.0", "40.0", "0.0"]
     assert "from 1000 jobs on" in lines[2]
     assert "broker" in lines[2]
+
+
+def test_each_sample_is_printed_as_it_is_taken() -> None:
+    line = progress_line(Sample(3000, {"worker": 61_440, "api": 52_736}), 12.34)
+    assert line == "  3000 jobs done (12.3 jobs/s); MiB: worker 60.0, api 51.5"
