@@ -11,7 +11,7 @@ WEB := api/web
 WEB_STAMP := $(WEB)/vendor/.installed
 NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test lint typecheck unit bench bench-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,17 @@ typecheck: install
 
 test: install lint typecheck
 	$(BIN)/pytest -q
+
+# bench/peer.py's parts: Celery and the Redis client (the `bench` extra), and Debian's
+# redis-server, installed when missing and we are root, otherwise we say how.
+bench-deps: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(FIND_LINKS) -e '.[dev,keras,bench]'
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    $(APT_INSTALL) redis-server || { apt-get update && $(APT_INSTALL) redis-server; }; \
+	  else \
+	    echo "redis-server is missing: run 'sudo apt-get install redis-server'" >&2; exit 1; \
+	  fi; }
 
 bench: install
 	$(BIN)/python bench/dsl.py

@@ -271,8 +271,8 @@ async def measure(api_url: str, levels: list[int], jobs: int) -> None:
         )
 
 
-async def worker_throughput(settings: Settings, jobs: int) -> None:
-    """Requests produced straight into Kafka; the clock stops at the last JobFinished."""
+async def worker_throughput(settings: Settings, jobs: int) -> float:
+    """Requests produced straight into Kafka; the clock stops at the last JobFinished; jobs/s."""
     codec = default_codec()
     values = [
         codec.encode("JobRequested", job_requested(JobSubmission(dsl=DSL), "bench", "bench"))
@@ -307,6 +307,7 @@ async def worker_throughput(settings: Settings, jobs: int) -> None:
         f"worker alone: {jobs} requests produced into Kafka -> {jobs} JobFinished "
         f"in {wall:.2f}s = {jobs / wall:.1f} jobs/s (one worker process)"
     )
+    return jobs / wall
 
 
 def main() -> None:
