@@ -1,12 +1,17 @@
-"""Scale-out: several workers share one consumer group; one SIGKILLed under load leaves its
-partitions to the others, and every job ends once."""
+"""Scale-out: several workers share one consumer group (`up --workers N` is ready once all
+have their share); one SIGKILLed under load leaves its partitions to the others, and every job
+ends once."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -18,6 +23,7 @@ from streams.launcher import Launcher
 from streams.settings import Settings
 from streams.stack import free_port
 from tests.conftest import EXAMPLES, RunningStack
+from tests.integration.test_cli import servers_env
 from tests.integration.test_metrics import Samples, scrape
 from tests.integration.test_projector import eventually
 
@@ -79,7 +85,7 @@ def shared_topics(settings: Settings) -> list[str]:
 def covered(settings: Settings, by_worker: dict[str, dict[str, int]]) -> bool:
     """Every partition of every group topic is given to exactly one of these workers."""
     return all(
-        sum(given.get(topic, 0) for given in by_worker.values()) == PARTITIONS
+        sum(given.get(topic, 0) for given in by_worker.values()) == settings.stage_partitions
         for topic in shared_topics(settings)
     )
 
@@ -138,3 +144,35 @@ async def test_a_worker_killed_under_load_leaves_its_partitions_to_the_others_an
     assert {row["job_id"]: row["n"] for row in finished} == dict.fromkeys(ids, 1)
     assert None not in audits
     assert [(a.job_id, a.problems) for a in audits if a is not None and a.problems] == []
+
+
+def test_up_with_workers_is_ready_only_once_every_worker_has_its_share(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    settings = stack.isolated()
+    env = servers_env(settings, tmp_path)
+    env.update(
+        STAGECAST_API_PORT="0", STAGECAST_SESSION_TIMEOUT_S="6", STAGECAST_FETCH_MAX_WAIT_MS="10"
+    )
+    up = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "up", "--workers", "2", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert up.stdout is not None
+        info = json.loads(up.stdout.readline())
+        workers = ["worker", "worker-2"]
+        assert {name: bool(info["pids"][name]) for name in workers} == dict.fromkeys(workers, True)
+        assert info["metrics"]["worker"] != info["metrics"]["worker-2"]
+        # Ready means both are in the group already: each holds some of every topic's partitions.
+        given = {name: assignment(asyncio.run(scrape(info["metrics"][name]))) for name in workers}
+        for topic in shared_topics(settings):
+            counts = [given[name].get(topic, 0) for name in workers]
+            assert sum(counts) == settings.stage_partitions and min(counts) > 0, given
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(60) == 0
+    finally:
+        up.kill()
