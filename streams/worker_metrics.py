@@ -1,6 +1,6 @@
 """What a worker counts for Prometheus: stage runs and their durations, runs in flight, the
-dead letters it sends, and the partitions its consumer group gives it.
-One registry per worker, served on its metrics port."""
+dead letters it sends, and the partitions its consumer group gives it. One registry per
+worker, served on its metrics port."""
 
 from __future__ import annotations
 
