@@ -157,7 +157,13 @@ def main() -> None:
         kafka[workers], api[workers] = measure(
             workers, args.kafka_jobs, args.api_jobs, args.concurrency
         )
-        print(f"  {workers} worker(s) measured in {time.perf_counter() - started:.0f}s", flush=True)
+        # Other work on the machine moves every figure: the load says how much there was.
+        load = " ".join(f"{value:.1f}" for value in os.getloadavg())
+        print(
+            f"  {workers} worker(s) measured in {time.perf_counter() - started:.0f}s; "
+            f"load average after: {load}",
+            flush=True,
+        )
     print_table("Produced into Kafka, until the last JobFinished on the events topic", kafka)
     print_table(
         f"Through the API at concurrency {args.concurrency}, POST /jobs -> JobFinished on SSE",
