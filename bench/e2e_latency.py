@@ -1,26 +1,41 @@
 """End-to-end latency and throughput of compile jobs (parse+compile+codegen) on the embedded stack.
 
-Prints, for each concurrency level, the time from POST /jobs to JobFinished on the job's SSE
-feed (p50/p95/p99) and the sustained jobs/s: one worker process, one projector, one API, the
-broker, PostgreSQL and this client all share the machine. First, the worker alone: N requests
-produced straight into Kafka, timed until N JobFinished are on the events topic.
+Prints, first, where one job's time goes, hop by hop (bench/trace.py): jobs one at a time, each
+event's `occurred_at` (when its producer made it) beside the projector's `recorded_at` (when
+the transaction that numbered it began), the NOTIFY this client hears on the projector's
+channel and the moment the SSE message reaches it; the median of each hop. Then the stack's
+CPU while idle. Then, for each concurrency level, the time from POST /jobs to JobFinished on
+the job's SSE feed (p50/p95/p99) and the sustained jobs/s: one worker process, one projector,
+one API, the broker, PostgreSQL and this client all share the machine. And the worker alone:
+N requests produced straight into Kafka, timed until N JobFinished are on the events topic.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
+import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import asyncpg
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from api.client import StagecastClient
 from api.jobs import job_requested
 from api.models import JobSubmission
+from projections.writer import NOTIFY_CHANNEL
 from schemas.codec import default_codec
+from streams.fetch_pace import FetchPace
 from streams.launcher import Launcher
 from streams.settings import Settings
 
@@ -56,6 +71,181 @@ async def level(api_url: str, concurrency: int, jobs: int) -> tuple[list[float],
     started = time.perf_counter()
     await asyncio.gather(*(client_loop() for _ in range(concurrency)))
     return latencies, time.perf_counter() - started
+
+
+@dataclass
+class JobTrace:
+    """One job's clock readings on this side: POST sent, 202 back, each SSE message received."""
+
+    posted: float
+    accepted: float
+    job_id: str
+    received: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass
+class Notices:
+    """When this client heard each NOTIFY of the projector's channel (its payload's max seq)."""
+
+    heard: list[tuple[int, float]] = field(default_factory=list)
+
+    def on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        head = str(payload).split()[0]
+        self.heard.append((int(head), time.time()))
+
+    def first_covering(self, seq: int) -> float | None:
+        """The first NOTIFY whose commit numbered `seq` (or later)."""
+        return next((when for top, when in self.heard if top >= seq), None)
+
+
+async def traced_job(client: StagecastClient) -> JobTrace:
+    posted = time.time()
+    accepted = await client.submit(DSL)
+    trace = JobTrace(posted, time.time(), accepted["job_id"])
+    async for event in client.events(trace.job_id):
+        trace.received[event.seq] = time.time()
+        if event.type == "JobFinished":
+            if event.data["status"] != "SUCCEEDED":
+                raise RuntimeError(f"job {trace.job_id} ended {event.data['status']}")
+            break
+    return trace
+
+
+def event_label(row: asyncpg.Record) -> str:
+    """StageChanged parse STARTED, ArtifactStored codegen, JobFinished ..."""
+    status = row["payload"].get("status") if row["type"] in ("StageChanged",) else None
+    return " ".join(part for part in (row["type"], row["stage"], status) if part)
+
+
+_FEED_TIMES = """
+SELECT seq, type, stage, payload, extract(epoch FROM occurred_at) AS occurred,
+       extract(epoch FROM recorded_at) AS recorded
+FROM job_events WHERE job_id = $1::uuid ORDER BY seq
+"""
+
+
+async def hops(api_url: str, database_url: str, jobs: int) -> None:
+    """One job at a time; the median of every hop from POST to JobFinished on the SSE feed."""
+    notices = Notices()
+    conn = await asyncpg.connect(database_url)
+    await conn.set_type_codec("jsonb", encoder=str, decoder=json.loads, schema="pg_catalog")
+    await conn.add_listener(NOTIFY_CHANNEL, notices.on_notify)
+    traces = []
+    try:
+        async with StagecastClient(api_url) as client:
+            for _ in range(5):  # warm-up: connections and caches hot
+                await traced_job(client)
+            for _ in range(jobs):
+                traces.append(await traced_job(client))
+        await asyncio.sleep(0.2)
+        per_hop: dict[str, list[float]] = {}
+        order: list[str] = []
+        totals = []
+
+        def add(label: str, seconds: float) -> None:
+            if label not in per_hop:
+                order.append(label)
+            per_hop.setdefault(label, []).append(seconds * 1000)
+
+        for trace in traces:
+            rows = await conn.fetch(_FEED_TIMES, trace.job_id)
+            finished = rows[-1]
+            add(
+                f"POST sent -> {event_label(rows[0])} (API, requests topic, dispatcher)",
+                float(rows[0]["occurred"]) - trace.posted,
+            )
+            previous = rows[0]
+            for row in rows[1:]:
+                gap = float(row["occurred"]) - float(previous["occurred"])
+                add(f"  {event_label(previous)} -> {event_label(row)}", gap)
+                previous = row
+            recorded = float(finished["recorded"])
+            heard = notices.first_covering(finished["seq"])
+            received = trace.received[finished["seq"]]
+            add(
+                "JobFinished made -> projector transaction begins",
+                recorded - float(finished["occurred"]),
+            )
+            if heard is not None:
+                add("  transaction begins -> NOTIFY heard (commit)", heard - recorded)
+                add("  NOTIFY heard -> SSE JobFinished received", received - heard)
+            totals.append((received - trace.posted) * 1000)
+            add("(202 back, beside the above: POST -> 202)", trace.accepted - trace.posted)
+    finally:
+        await conn.close()
+    print(f"where one job's time goes: median of each hop over {jobs} jobs one at a time (ms)")
+    print(f"{'hop':<78} {'p50':>6} {'mean':>6}")
+    for label in order:
+        values = per_hop[label]
+        print(f"{label:<78} {statistics.median(values):>6.1f} {statistics.fmean(values):>6.1f}")
+    hop_sum = sum(statistics.median(per_hop[label]) for label in order if not label.startswith("("))
+    print(
+        f"{'sum of the hop medians':<78} {hop_sum:>6.1f}\n"
+        f"{'POST -> SSE JobFinished received, per job':<78} "
+        f"{statistics.median(totals):>6.1f} {statistics.fmean(totals):>6.1f}\n",
+        flush=True,
+    )
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name is in parentheses and may hold spaces: the fields follow the last ')'.
+    return text[text.rindex(")") + 2 :].split()
+
+
+def stack_cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by every process this bench started, by command name."""
+    children: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is None:
+            continue
+        pid = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        ticks[pid] = int(fields[11]) + int(fields[12])
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            argv = [b""]
+        names[pid] = _process_name([part.decode(errors="replace") for part in argv])
+    used: dict[str, float] = {}
+    pending = list(children.get(os.getpid(), []))
+    hz = os.sysconf("SC_CLK_TCK")
+    while pending:
+        pid = pending.pop()
+        pending.extend(children.get(pid, []))
+        used[names[pid]] = used.get(names[pid], 0.0) + ticks[pid] / hz
+    return used
+
+
+def _process_name(argv: list[str]) -> str:
+    if "streams.cli" in argv:
+        return argv[argv.index("streams.cli") + 1]
+    if argv[0].endswith("tansu") or "broker" in argv[0]:
+        return "broker"
+    if "postgres" in argv[0]:
+        return "postgres"
+    return Path(argv[0]).name or "other"
+
+
+def idle_cpu(seconds: float) -> None:
+    """The stack's CPU while no job runs: what polling (fetch waits, lingers) costs at rest."""
+    before = stack_cpu_seconds()
+    time.sleep(seconds)
+    after = stack_cpu_seconds()
+    used = {name: after[name] - before.get(name, 0.0) for name in after}
+    parts = ", ".join(
+        f"{name} {value / seconds * 100:.1f}%" for name, value in sorted(used.items())
+    )
+    total = sum(used.values()) / seconds * 100
+    print(f"idle CPU over {seconds:g} s (% of one core): {total:.1f}% in all ({parts})\n")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -128,17 +318,111 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=200, help="jobs per concurrency level")
     parser.add_argument("--levels", type=int, nargs="*", default=[1, 4, 16, 32])
+    parser.add_argument("--trace", type=int, default=50, help="jobs traced hop by hop")
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU measured")
+    parser.add_argument(
+        "--also",
+        metavar="SETTING=VALUE",
+        action="append",
+        default=[],
+        help="first trace a stack with this setting changed (e.g. fetch_busy_wait_ms=none, "
+        "projector_linger_ms=20); repeat for more stacks, each compared in the same run",
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="sc-bench-") as state:
-        launcher = Launcher(Settings(state_dir=Path(state), api_port=0))
-        try:
-            launcher.start()
-            print(
-                f"embedded stack up (API {launcher.api_url}); {args.jobs} digits_cnn "
-                "compile jobs per level\n"
-            )
+    for change in args.also:
+        name, _, value = change.partition("=")
+        with stack(**{name: None if value.lower() == "none" else value}) as launcher:
+            print(f"== {name}={value}")
+            trace_stack(launcher, args.idle, args.trace)
+    with stack() as launcher:
+        print(
+            f"== the stack's defaults (fetch_max_wait_ms={launcher.settings.fetch_max_wait_ms}, "
+            f"projector_linger_ms={launcher.settings.projector_linger_ms})"
+        )
+        trace_stack(launcher, args.idle, args.trace)
+        if args.levels:
+            print(f"{args.jobs} digits_cnn compile jobs per level")
             asyncio.run(worker_throughput(launcher.settings, args.jobs * 5))
             asyncio.run(measure(launcher.api_url, args.levels, args.jobs))
+
+
+def trace_stack(launcher: Launcher, idle_s: float, jobs: int) -> None:
+    """Idle CPU, a bare hop through the broker, then the hops of `jobs` jobs."""
+    idle_cpu(idle_s)
+    asyncio.run(bare_hop(launcher.settings))
+    projector = launcher.metrics_urls()["projector"]
+    before = projector_totals(projector)
+    asyncio.run(hops(launcher.api_url, launcher.settings.require_database(), jobs))
+    after = projector_totals(projector)
+    batches = after["batches"] - before["batches"]
+    seconds = after["seconds"] - before["seconds"]
+    print(
+        f"projector: {batches / (jobs + 5):.1f} transactions per job, "
+        f"{seconds / max(batches, 1) * 1000:.1f} ms each on average\n"
+    )
+
+
+def projector_totals(metrics_url: str) -> dict[str, float]:
+    """Batches committed and seconds spent writing them, from the projector's metrics."""
+    totals = {"batches": 0.0, "seconds": 0.0}
+    for line in httpx.get(metrics_url, timeout=10).text.splitlines():
+        if line.startswith("stagecast_projector_batches_total{"):
+            totals["batches"] = float(line.split()[-1])
+        elif line.startswith("stagecast_projector_batch_seconds_sum{"):
+            totals["seconds"] = float(line.split()[-1])
+    return totals
+
+
+async def bare_hop(settings: Settings, messages: int = 100) -> None:
+    """Produce one message and wait for it, over a topic of its own read like the stack reads
+    (several partitions, the stack's fetch waits): the broker's part of every hop."""
+    topic = f"{settings.topic_prefix}.bench-hop"
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.require_kafka())
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, settings.partitions, 1)])
+    finally:
+        await admin.close()
+    pace = FetchPace(settings.fetch_max_wait_ms, settings.fetch_busy_wait_ms)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.require_kafka(),
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.require_kafka(), acks="all")
+    await consumer.start()
+    await producer.start()
+    acked, consumed = [], []
+    try:
+        await consumer.seek_to_end()
+        for index in range(messages):
+            started = time.perf_counter()
+            await producer.send_and_wait(topic, b"hop", key=str(index).encode())
+            acked.append((time.perf_counter() - started) * 1000)
+            while not await consumer.getmany(timeout_ms=1000):
+                pace.pace(consumer, False)
+            pace.pace(consumer, True)
+            consumed.append((time.perf_counter() - started) * 1000)
+            await asyncio.sleep(0.003)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    print(
+        f"a bare hop through the broker ({messages} messages, {settings.partitions} partitions): "
+        f"produce -> acknowledged p50 {statistics.median(acked):.1f} ms, "
+        f"-> consumed p50 {statistics.median(consumed):.1f} ms\n"
+    )
+
+
+@contextlib.contextmanager
+def stack(**settings: Any) -> Iterator[Launcher]:
+    """An embedded stack in a state directory of its own, stopped on the way out."""
+    with tempfile.TemporaryDirectory(prefix="sc-bench-") as state:
+        launcher = Launcher(Settings(state_dir=Path(state), api_port=0, **settings))
+        try:
+            launcher.start()
+            yield launcher
         finally:
             launcher.stop()
 

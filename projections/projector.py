@@ -21,10 +21,18 @@ from aiokafka.errors import KafkaError
 from projections.batch import Batch
 from projections.metrics import ProjectorMetrics
 from projections.migrate import migrate
-from projections.session import DATABASE_LOST, GenerationChanged, GenerationWatch, hold_name
+from projections.precedence import Precedence
+from projections.session import (
+    DATABASE_LOST,
+    GenerationChanged,
+    GenerationWatch,
+    cancelled_beneath,
+    hold_name,
+)
 from projections.writer import NOTIFY_CHANNEL, Applied, ProjectionWriter
 from schemas.codec import Codec, default_codec
 from streams.envelope import dead_letter
+from streams.fetch_pace import FetchPace
 from streams.generation import broker_state
 from streams.producer import EventPublisher
 from streams.settings import Settings
@@ -84,6 +92,7 @@ class Projector:
         # The Postgres schema written (a replay's own); None: the live projections.
         self.schema = schema
         self.stats = ProjectorStats()
+        self._pace = FetchPace(settings.fetch_max_wait_ms, settings.fetch_busy_wait_ms)
         self.metrics = ProjectorMetrics(name, self.stats)
         self._step = "connecting"
         self.topics = (settings.topics.requests, settings.topics.events, settings.topics.progress)
@@ -110,6 +119,16 @@ class Projector:
                 if stop.is_set():
                     break
                 log.warning("projector %s lost the database (%s); resuming", self.name, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), _RECONNECT_DELAY_S)
+            except asyncio.CancelledError:
+                if not cancelled_beneath():
+                    raise
+                log.warning(
+                    "projector %s: an operation was cancelled beneath it; resuming",
+                    self.name,
+                    exc_info=True,
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), _RECONNECT_DELAY_S)
 
@@ -211,11 +230,13 @@ class Projector:
         written = Batch(self.codec)
         writing: asyncio.Task[Applied] | None = None
         watch = GenerationWatch(writer.generation)
+        # This session's memory of what it read: lone events skip the cut (precedence.py).
+        precedence = Precedence()
         try:
             if self.publisher is not None:
                 await self.publisher.start()
             while not stop.is_set():
-                batch = await self._collect(consumer, stop)
+                batch = await self._collect(consumer, stop, precedence, writing)
                 # The batch in flight was read and checked before: it commits whatever the
                 # check of the next one finds (a new generation, a broker gone).
                 if writing is not None:
@@ -223,6 +244,7 @@ class Projector:
                     writing = None
                 await self._check_log(consumer, watch, bool(len(batch)))
                 if len(batch):
+                    precedence.note(batch.rows)
                     written, writing = batch, asyncio.create_task(self._write(writer, batch))
             if writing is not None:
                 self.stats.count(written, await writing)
@@ -294,8 +316,20 @@ class Projector:
                 await asyncio.wait_for(stop.wait(), 1.0)
         return []
 
-    async def _collect(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> Batch:
-        """Messages until the batch is full, or nothing more arrives within the linger."""
+    async def _collect(
+        self,
+        consumer: AIOKafkaConsumer,
+        stop: asyncio.Event,
+        precedence: Precedence,
+        writing: asyncio.Task[Applied] | None = None,
+    ) -> Batch:
+        """Messages until the batch is full, or nothing more arrives within the linger.
+
+        The linger gathers what arrives while a commit is in flight into one batch; with no
+        commit in flight and every partition read to the end its last fetch reported, there
+        is nothing to gather, and waiting would only add the linger to every lone event. A batch
+        whose rows all find what they follow in it or in earlier batches needs no cut.
+        """
         size = self.settings.projector_batch
         linger = self.settings.projector_linger_ms / 1000
         loop = asyncio.get_running_loop()
@@ -319,6 +353,7 @@ class Projector:
                 # long a batch waits for news, but what the broker holds already is worth one
                 # fetch round trip; without it a batch ends with whatever was buffered.
                 fetched = await consumer.getmany(timeout_ms=_IDLE_POLL_MS, max_records=chunk)
+            self._pace.pace(consumer, bool(fetched))
             if not fetched:
                 # Also when idle: the empty batch lets the commit in flight be accounted for.
                 break
@@ -329,7 +364,9 @@ class Projector:
             await asyncio.sleep(0)
             if deadline is None:
                 deadline = loop.time() + linger
-        if batch.needs_cut:
+            if (writing is None or writing.done()) and self._caught_up(consumer):
+                break
+        if batch.needs_cut and not precedence.settled(batch.rows):
             return await self._read_to_cut(consumer, batch, stop)
         return batch
 
@@ -341,6 +378,26 @@ class Projector:
         if unread or not partitions:
             return unread
         return [min(partitions, key=lambda tp: batch.reached[(tp.topic, tp.partition)])]
+
+    @staticmethod
+    def _caught_up(consumer: AIOKafkaConsumer) -> bool:
+        """Whether every partition is read to the end its last fetch reported.
+
+        Without asking the broker: `position()` waits for a partition whose position is being
+        reset, which with the broker away is the request timeout, every batch.
+        """
+        subscription = consumer._subscription.subscription
+        assignment = None if subscription is None else subscription.assignment
+        if assignment is None:
+            return False
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            state = assignment.state_value(tp)
+            if end is None or state is None or not state.has_valid_position:
+                return False
+            if state.position < end:
+                return False
+        return True
 
     @staticmethod
     async def _behind(consumer: AIOKafkaConsumer) -> bool:

@@ -22,6 +22,7 @@ from streams.dispatcher import Dispatcher
 from streams.dispatches import DispatchLedger
 from streams.envelope import Origin
 from streams.exposition import serve_metrics
+from streams.fetch_pace import FetchPace
 from streams.intake import Intake
 from streams.producer import EventPublisher
 from streams.runner import StageCommand, StageLogic, StageReporter, StageRunner
@@ -52,6 +53,20 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = app.fetch_max_wait_ms
         return consumer
 
+    async def _fetch_records(
+        self,
+        consumer: aiokafka.AIOKafkaConsumer,
+        active_partitions: Any,
+        timeout: float | None = None,  # noqa: ASYNC109 (faust's signature)
+        max_records: int | None = None,
+    ) -> Any:
+        records = await super()._fetch_records(consumer, active_partitions, timeout, max_records)
+        app = self.app
+        assert isinstance(app, StageApp)
+        # In the consumer's own thread, where its fetcher runs.
+        app.fetch_pace.pace(consumer, bool(records))
+        return records
+
 
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
@@ -66,6 +81,7 @@ class StageApp(faust.App):
     """A faust App with our fetch wait, owning our event publisher and control feed."""
 
     fetch_max_wait_ms = 500
+    fetch_pace = FetchPace(500, None)
     publisher: EventPublisher | None = None
     ledger: DispatchLedger | None = None
     history: AttemptHistory | None = None
@@ -206,6 +222,7 @@ def build_app(
         loghandlers=[],
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    app.fetch_pace = FetchPace(settings.fetch_max_wait_ms, settings.fetch_busy_wait_ms)
     publisher = EventPublisher(settings, codec)
     app.publisher = publisher
     metrics = metrics or WorkerMetrics()

@@ -34,6 +34,8 @@ PROCESSES = ("worker", "projector", "webhooks", "api")
 # with faust's 1.5 s).
 EMBEDDED_SESSION_TIMEOUT_S = 6.0
 EMBEDDED_FETCH_MAX_WAIT_MS = 10
+# While messages flow, a shorter wait: ~3 ms a hop instead of ~5.5 (streams/fetch_pace.py).
+EMBEDDED_FETCH_BUSY_WAIT_MS = 2
 
 
 def worker_names(count: int) -> list[str]:
@@ -91,6 +93,8 @@ class Launcher:
                 updates["session_timeout_s"] = EMBEDDED_SESSION_TIMEOUT_S
             if "fetch_max_wait_ms" not in given:
                 updates["fetch_max_wait_ms"] = EMBEDDED_FETCH_MAX_WAIT_MS
+            if "fetch_busy_wait_ms" not in given:
+                updates["fetch_busy_wait_ms"] = EMBEDDED_FETCH_BUSY_WAIT_MS
         if not self.settings.database_url:
             self.database = EmbeddedDatabase(self.state_dir / "pg")
             self.database.start()

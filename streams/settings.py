@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     # JoinGroup after half the session timeout and may hold a fetch for its whole max wait.
     session_timeout_s: float = Field(default=45.0, gt=0)
     fetch_max_wait_ms: int = Field(default=500, ge=1, le=60_000)
+    # The wait while messages flow (streams/fetch_pace.py); unset: always fetch_max_wait_ms.
+    # The launcher sets it for the embedded broker, which holds fetches for their whole wait.
+    fetch_busy_wait_ms: int | None = Field(default=None, ge=1, le=60_000)
     producer_linger_ms: int = Field(default=0, ge=0, le=1_000)
     agent_concurrency: int = Field(default=8, ge=1, le=256)
     # Worker processes `stagecast up` runs, all in one consumer group (`app_id`): the group

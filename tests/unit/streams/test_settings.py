@@ -36,6 +36,7 @@ def test_environment_sets_stages_and_standard_variables(monkeypatch: pytest.Monk
         ("STAGECAST_LOG_LEVEL", "LOUD"),
         ("STAGECAST_API_PORT", "99999"),
         ("STAGECAST_WORKERS", "0"),
+        ("STAGECAST_FETCH_BUSY_WAIT_MS", "0"),
     ],
 )
 def test_bad_values_are_refused_at_start_up(
@@ -61,6 +62,8 @@ def test_real_cluster_defaults_are_kafkas_and_the_group_follows_the_prefix() -> 
     settings = Settings(_env_file=None, topic_prefix="team-a")  # type: ignore[call-arg]
     assert settings.session_timeout_s == 45.0
     assert settings.fetch_max_wait_ms == 500
+    # A real broker answers a fetch as soon as data arrives: no shorter wait while busy.
+    assert settings.fetch_busy_wait_ms is None
     assert settings.app_id == "team-a"
     named = Settings(_env_file=None, topic_prefix="team-a", app_id="g")  # type: ignore[call-arg]
     assert named.app_id == "g"

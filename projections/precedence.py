@@ -1,0 +1,110 @@
+"""What a projector session has already read of each stage attempt, so that a batch whose rows
+have nothing left to wait for is numbered without a consistent cut.
+
+A batch asks for a cut when it holds an event whose causal predecessors went to another topic
+(`Batch.needs_cut`): a progress event follows its attempt's STARTED (events topic), and an
+outcome follows its attempt's progress (progress topic). The runner sends progress only after
+STARTED is acknowledged and the outcome only after every progress event is, and it counts them
+in the outcome's `reported`. So when this session has read the attempt's STARTED, or every one
+of its `reported` progress events (by event id), nothing of it can still be unread, and the cut
+would read the other partitions for nothing: one ListOffsets round trip and a fetch for every
+lone event, which is most of a quiet stack's feed latency.
+
+Only what is certain counts: a SUCCEEDED outcome (a FAILED one may be written for an attempt
+whose worker died, by someone who cannot count its progress), progress events told apart by
+their event ids (a repeated one is not counted twice), and only rows of batches handed to the
+writer in this session (a session starts empty; a batch that fails to commit ends the session).
+What is forgotten (an attempt beyond the limit, a batch too big to note) only means a cut.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from projections.batch import STAGED_COLUMNS, StagedRow
+from projections.feed_order import PROGRESS_EVENTS
+
+Attempt = tuple[str, str, int]
+
+_JOB = STAGED_COLUMNS.index("job_id")
+_TYPE = STAGED_COLUMNS.index("type")
+_STAGE = STAGED_COLUMNS.index("stage")
+_ATTEMPT = STAGED_COLUMNS.index("attempt")
+_STATUS = STAGED_COLUMNS.index("status")
+_EVENT_ID = STAGED_COLUMNS.index("event_id")
+_PAYLOAD = STAGED_COLUMNS.index("payload")
+
+# Attempts remembered; the oldest are forgotten first (a job's stages run minutes apart at most).
+ATTEMPTS_KEPT = 20_000
+# Batches bigger than this are not noted: a backlog is cut anyway, and noting costs CPU per row.
+NOTED_BATCH_ROWS = 256
+
+
+class Precedence:
+    """The STARTED and progress events of each stage attempt taken into batches so far."""
+
+    def __init__(self, attempts_kept: int = ATTEMPTS_KEPT) -> None:
+        self._kept = attempts_kept
+        self._started: OrderedDict[Attempt, None] = OrderedDict()
+        self._progress: OrderedDict[Attempt, set[str]] = OrderedDict()
+
+    def settled(self, rows: Sequence[StagedRow]) -> bool:
+        """Whether every row of a batch that follows something on another topic finds it in
+        the batch itself or in a batch noted before: then no cut is needed."""
+        started, progress = self._read(rows)
+        for row in rows:
+            event_type = row[_TYPE]
+            attempt = _attempt_of(row)
+            if event_type in PROGRESS_EVENTS:
+                if attempt not in started and attempt not in self._started:
+                    return False
+            elif event_type == "StageChanged" and row[_STATUS] != "STARTED":
+                reported = _reported(row)
+                if reported == 0:
+                    continue
+                if row[_STATUS] != "SUCCEEDED":
+                    return False
+                seen = progress.get(attempt, set()) | self._progress.get(attempt, set())
+                if len(seen) != reported:
+                    return False
+        return True
+
+    def note(self, rows: Sequence[StagedRow]) -> None:
+        """Remember a batch handed to the writer (a batch that fails to commit ends the session,
+        and this memory with it)."""
+        if len(rows) > NOTED_BATCH_ROWS:
+            return
+        started, progress = self._read(rows)
+        for attempt in started:
+            self._started[attempt] = None
+            self._started.move_to_end(attempt)
+        for attempt, event_ids in progress.items():
+            self._progress.setdefault(attempt, set()).update(event_ids)
+            self._progress.move_to_end(attempt)
+        for kept in (self._started, self._progress):
+            while len(kept) > self._kept:
+                kept.popitem(last=False)
+
+    @staticmethod
+    def _read(rows: Sequence[StagedRow]) -> tuple[set[Attempt], dict[Attempt, set[str]]]:
+        started: set[Attempt] = set()
+        progress: dict[Attempt, set[str]] = {}
+        for row in rows:
+            event_type = row[_TYPE]
+            if event_type in PROGRESS_EVENTS:
+                progress.setdefault(_attempt_of(row), set()).add(row[_EVENT_ID])
+            elif event_type == "StageChanged" and row[_STATUS] == "STARTED":
+                started.add(_attempt_of(row))
+        return started, progress
+
+
+def _attempt_of(row: StagedRow) -> Attempt:
+    return row[_JOB], row[_STAGE], row[_ATTEMPT]
+
+
+def _reported(row: StagedRow) -> int:
+    """An outcome's count of the progress events its attempt sent before it."""
+    reported = json.loads(row[_PAYLOAD]).get("reported") or 0
+    return int(reported)
