@@ -73,6 +73,7 @@ bench: install
 	$(BIN)/python bench/dsl.py
 	$(BIN)/python bench/projector.py
 	$(BIN)/python bench/e2e_latency.py
+	$(BIN)/python bench/scaleout.py
 	$(BIN)/python bench/execute.py
 	$(BIN)/python bench/train.py
 

@@ -271,8 +271,8 @@ async def measure(api_url: str, levels: list[int], jobs: int) -> None:
         )
 
 
-async def worker_throughput(settings: Settings, jobs: int) -> float:
-    """Requests produced straight into Kafka; the clock stops at the last JobFinished; jobs/s."""
+async def kafka_jobs_wall(settings: Settings, jobs: int) -> float:
+    """Seconds from producing `jobs` requests straight into Kafka to their last JobFinished."""
     codec = default_codec()
     values = [
         codec.encode("JobRequested", job_requested(JobSubmission(dsl=DSL), "bench", "bench"))
@@ -299,10 +299,15 @@ async def worker_throughput(settings: Settings, jobs: int) -> float:
                 for record in records:
                     event_type, _ = codec.decode(record.value)
                     finished += event_type == "JobFinished"
-        wall = time.perf_counter() - started
+        return time.perf_counter() - started
     finally:
         await producer.stop()
         await consumer.stop()
+
+
+async def worker_throughput(settings: Settings, jobs: int) -> float:
+    """Requests produced straight into Kafka; the clock stops at the last JobFinished; jobs/s."""
+    wall = await kafka_jobs_wall(settings, jobs)
     print(
         f"worker alone: {jobs} requests produced into Kafka -> {jobs} JobFinished "
         f"in {wall:.2f}s = {jobs / wall:.1f} jobs/s (one worker process)"

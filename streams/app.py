@@ -229,6 +229,8 @@ def build_app(
 
     @app.on_partitions_assigned.connect
     def _joined(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # faust sends the new assignment, a set of (topic, partition), as the one argument.
+        metrics.assigned(args[0])
         # The launcher waits for this before it calls the stack ready.
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         settings.worker_ready_file(os.getpid()).touch()

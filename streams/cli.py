@@ -110,6 +110,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from streams.launcher import Launcher, StackBusy
 
     settings = _settings()
+    if args.workers is not None:
+        settings = settings.model_copy(update={"workers": args.workers})
     problem = settings.exposure_problem()
     if problem is not None:
         raise CliError("OPEN_MODE_EXPOSED", problem, EXIT_USAGE)
@@ -772,6 +774,11 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--json", action="store_true", help="once it is up, where everything is as one JSON object"
     )
+    up.add_argument(
+        "--workers",
+        type=_worker_count,
+        help="worker processes in the one consumer group (default: STAGECAST_WORKERS, 1)",
+    )
     prepare = sub.add_parser(
         "prepare", help="create the topics and migrate the database (what 'up' does first)"
     )
@@ -853,6 +860,9 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+MAX_WORKERS = 64
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -860,6 +870,18 @@ def _seconds(text: str) -> float:
         value = -1.0
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _worker_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of workers from 1 to {MAX_WORKERS}"
+        )
     return value
 
 

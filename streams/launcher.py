@@ -38,6 +38,16 @@ EMBEDDED_FETCH_MAX_WAIT_MS = 10
 EMBEDDED_FETCH_BUSY_WAIT_MS = 2
 
 
+def worker_names(count: int) -> list[str]:
+    """The names of a stack's worker processes: `worker`, then `worker-2`, `worker-3`, ..."""
+    return ["worker"] + [f"worker-{number}" for number in range(2, count + 1)]
+
+
+def command_of(name: str) -> str:
+    """The CLI command a process of the stack runs: every worker replica runs `worker`."""
+    return "worker" if name.startswith("worker") else name
+
+
 class StackBusy(RuntimeError):
     """Another launcher owns this state directory."""
 
@@ -57,6 +67,8 @@ class Launcher:
     database: EmbeddedDatabase | None = None
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api_url: str = ""
+    # Each worker's metrics port (two processes cannot serve on one).
+    worker_ports: dict[str, int] = field(default_factory=dict)
     _lock: IO[bytes] | None = None
 
     @property
@@ -99,6 +111,14 @@ class Launcher:
         self.api_url = f"http://{self.settings.api_host}:{self.settings.api_port}"
         return self.settings
 
+    def _worker_port(self, name: str, configured: int) -> int:
+        """The first worker serves on the configured port, every replica on one of its own,
+        kept across restarts."""
+        if name not in self.worker_ports:
+            mine = configured if name == "worker" else free_port(self.settings.metrics_host)
+            self.worker_ports[name] = mine
+        return self.worker_ports[name]
+
     def _hold_state_dir(self) -> None:
         """One launcher per state directory: a second one would fight over the database files."""
         lock = (self.state_dir / "launcher.lock").open("ab")
@@ -123,11 +143,17 @@ class Launcher:
         return env
 
     def spawn(self, name: str) -> subprocess.Popen[bytes]:
-        """Start (or restart) one process of the stack, logging to the state directory."""
+        """Start (or restart) one process of the stack, logging to the state directory.
+
+        `name` is a command (`worker`, `api`, ...) or a worker replica (`worker-2`)."""
+        env = self.child_env()
+        configured = self.settings.worker_metrics_port
+        if command_of(name) == "worker" and configured is not None:
+            env["STAGECAST_WORKER_METRICS_PORT"] = str(self._worker_port(name, configured))
         log = (self.state_dir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", name],
-            env=self.child_env(),
+            [sys.executable, "-m", "streams.cli", command_of(name)],
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -139,20 +165,25 @@ class Launcher:
 
     def start(self, wait_ready: float = 60.0) -> None:
         self.start_servers()
-        for name in PROCESSES:
+        for name in self.process_names():
             self.spawn(name)
         self.wait_ready(wait_ready)
         self.write_stack_file()
 
+    def process_names(self) -> list[str]:
+        """Every process `start` runs: `settings.workers` workers, then the others."""
+        workers = worker_names(self.settings.workers)
+        return workers + [name for name in PROCESSES if name != "worker"]
+
     def wait_ready(self, timeout: float) -> None:
-        """Block until the API says the broker and the database answer and the worker joined."""
+        """Block until the API says the broker and the database answer and every worker joined."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for name, proc in self.children.items():
                 if proc.poll() is not None:
                     log = self.state_dir / f"{name}.log"
                     raise RuntimeError(f"{name} exited with {proc.returncode}; see {log}")
-            if self._api_ready() and self._worker_joined():
+            if self._api_ready() and self._workers_joined():
                 return
             time.sleep(0.1)
         raise TimeoutError(f"the stack at {self.api_url} was not ready within {timeout:.0f}s")
@@ -163,16 +194,23 @@ class Launcher:
         except httpx.HTTPError:
             return False
 
-    def _worker_joined(self) -> bool:
-        worker = self.children.get("worker")
-        return worker is None or self.settings.worker_ready_file(worker.pid).exists()
+    def workers(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The worker processes this launcher started, by name."""
+        return {name: proc for name, proc in self.children.items() if command_of(name) == "worker"}
+
+    def _workers_joined(self) -> bool:
+        # The last worker to join has its partitions only once the group's rebalance with
+        # every member ended, so all ready files mean all workers share the partitions.
+        return all(
+            self.settings.worker_ready_file(proc.pid).exists() for proc in self.workers().values()
+        )
 
     def metrics_urls(self) -> dict[str, str]:
         """Where each process of the stack serves its Prometheus metrics."""
         s = self.settings
         urls = {"api": f"{self.api_url}/metrics"}
-        ports = {
-            "worker": s.worker_metrics_port,
+        ports: dict[str, int | None] = {
+            **(self.worker_ports or {"worker": s.worker_metrics_port}),
             "projector": s.projector_metrics_port,
             "webhooks": s.webhooks_metrics_port,
         }
@@ -211,8 +249,9 @@ class Launcher:
             said.append(f"postgres exited with {code}; restarted (log: {database.log_path})")
         if broker is not None and broker.exit_code is not None:
             code = broker.exit_code
-            # The worker goes first: with the old log's offsets it would skip work in the new.
-            self._kill("worker")
+            # The workers go first: with the old log's offsets they would skip work in the new.
+            for name in self.workers():
+                self._kill(name)
             broker.start()
             asyncio.run(ensure_topics(self.settings))
             said.append(

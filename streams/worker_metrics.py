@@ -1,10 +1,12 @@
-"""What a worker counts for Prometheus: stage runs and their durations, runs in flight, and
-the dead letters it sends. One registry per worker, served on its metrics port."""
+"""What a worker counts for Prometheus: stage runs and their durations, runs in flight, the
+dead letters it sends, and the partitions its consumer group gives it. One registry per
+worker, served on its metrics port."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -62,6 +64,22 @@ class WorkerMetrics:
             ["topic", "error_code"],
             registry=self.registry,
         )
+
+        self.assigned_partitions = Gauge(
+            "stagecast_worker_assigned_partitions",
+            "Partitions of each topic the consumer group gives this worker since its latest "
+            "rebalance (the workers of one group share every topic's partitions).",
+            ["topic"],
+            registry=self.registry,
+        )
+
+    def assigned(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """The group's latest assignment to this worker replaces the one before."""
+        counts = collections.Counter(topic for topic, _ in partitions)
+        # No await in between: a scrape never sees the gauge half rewritten.
+        self.assigned_partitions.clear()
+        for topic, count in counts.items():
+            self.assigned_partitions.labels(topic).set(count)
 
     @contextlib.contextmanager
     def running(self, stage: str) -> Iterator[None]:

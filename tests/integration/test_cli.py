@@ -358,6 +358,8 @@ def _wait_until_connected(pid: int, port: int, timeout: float = 30.0) -> None:
         ("audit",),
         ("audit", "job"),
         ("up", "--verbose"),
+        ("up", "--workers", "0"),
+        ("up", "--workers", "three"),
         ("prepare", "--topics"),
         ("worker", "--dispatcher"),
         ("projector", "--standby"),

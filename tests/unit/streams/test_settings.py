@@ -35,6 +35,7 @@ def test_environment_sets_stages_and_standard_variables(monkeypatch: pytest.Monk
         ("STAGECAST_PARTITIONS", "0"),
         ("STAGECAST_LOG_LEVEL", "LOUD"),
         ("STAGECAST_API_PORT", "99999"),
+        ("STAGECAST_WORKERS", "0"),
         ("STAGECAST_FETCH_BUSY_WAIT_MS", "0"),
     ],
 )

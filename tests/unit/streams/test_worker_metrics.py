@@ -6,6 +6,8 @@ import pytest
 
 from streams.worker_metrics import WorkerMetrics
 
+ASSIGNED = "stagecast_worker_assigned_partitions"
+
 
 def value(metrics: WorkerMetrics, name: str, labels: dict[str, str]) -> float | None:
     return metrics.registry.get_sample_value(name, labels)
@@ -30,3 +32,13 @@ def test_a_run_counts_its_outcome_and_duration_in_seconds() -> None:
         value(metrics, "stagecast_stage_duration_seconds_bucket", {"stage": "compile", "le": "1.0"})
         == 0
     )
+
+
+def test_a_new_assignment_replaces_the_partitions_counted_before() -> None:
+    metrics = WorkerMetrics()
+    metrics.assigned([("stagecast.requests", 0), ("stagecast.requests", 3), ("stagecast.x", 1)])
+    assert value(metrics, ASSIGNED, {"topic": "stagecast.requests"}) == 2
+    metrics.assigned([("stagecast.requests", 5)])
+    assert value(metrics, ASSIGNED, {"topic": "stagecast.requests"}) == 1
+    # A topic the worker no longer reads is not left at its old count.
+    assert value(metrics, ASSIGNED, {"topic": "stagecast.x"}) is None
