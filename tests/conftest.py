@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from projections.migrate import migrate
-from streams.launcher import Launcher, prepare
+from streams.launcher import PROCESSES, Launcher, prepare
 from streams.settings import Settings
 from streams.stack import create_database, free_port
 
@@ -122,9 +122,10 @@ async def _warm_up(api_url: str) -> None:
 
 @pytest.fixture(scope="session")
 def pipeline(stack: RunningStack) -> Iterator[Pipeline]:
-    """The full pipeline as separate processes, warmed up by one job."""
+    """The full pipeline as separate processes, every one `stagecast up` runs, warmed up by
+    one job."""
     launcher = stack.launcher
-    for name in ("worker", "projector", "api"):
+    for name in PROCESSES:
         launcher.spawn(name)
     launcher.wait_ready(60)
     asyncio.run(asyncio.wait_for(_warm_up(launcher.api_url), 90))
