@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import asyncpg
 import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -26,6 +25,7 @@ from api.ratelimit import RateLimits
 from api.routes import operations as api_operations
 from api.watchdog import StageWatchdog
 from schemas.codec import default_codec
+from streams.pool import open_pool
 from streams.producer import EventPublisher
 from streams.settings import Settings
 
@@ -47,9 +47,7 @@ def create_app(settings: Settings) -> ASGIApp:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.metrics = metrics
-        app.state.pool = await asyncpg.create_pool(
-            settings.require_database(), min_size=1, max_size=10
-        )
+        app.state.pool = await open_pool(settings.require_database(), min_size=1, max_size=10)
         app.state.publisher = EventPublisher(settings, default_codec())
         await app.state.publisher.start()
         app.state.notifier = FeedNotifier(settings.require_database())
