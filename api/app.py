@@ -17,6 +17,7 @@ from api.dashboard import Dashboard
 from api.docs import DocsPage
 from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware
 from api.feed import FeedNotifier
+from api.feed_pages import FeedPages
 from api.metrics import ApiMetrics, HttpMetricsMiddleware
 from api.openapi import openapi_document
 from api.operations import starlette_routes
@@ -48,6 +49,7 @@ def create_app(settings: Settings) -> ASGIApp:
         app.state.settings = settings
         app.state.metrics = metrics
         app.state.pool = await open_pool(settings.require_database(), min_size=1, max_size=10)
+        app.state.feed_pages = FeedPages(app.state.pool)
         app.state.publisher = EventPublisher(settings, default_codec())
         await app.state.publisher.start()
         app.state.notifier = FeedNotifier(settings.require_database())
