@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from streams.attempts import ATTEMPT_LOST, WORKER_LOST, AttemptHistory, resumption
 from streams.control import ControlListener
+from streams.document import document_of, document_text
 from streams.envelope import envelope, error_info
 from streams.intake import Refused
 from streams.producer import EventPublisher, Outgoing, event_id_for
@@ -41,8 +42,8 @@ class StageCommand:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> StageCommand:
-        spec = json.loads(record["spec"])
-        given = json.loads(record["input"])
+        spec = document_of(record["spec"])
+        given = document_of(record["input"])
         if not isinstance(spec, dict) or not isinstance(given, dict):
             raise ValueError("spec and input must be JSON objects")
         plan = list(record["plan"])
@@ -455,8 +456,8 @@ class StageRunner:
             stage=following,
             attempt=1,
             plan=list(command.plan),
-            spec=json.dumps(command.spec),
-            input=json.dumps(result.output),
+            spec=document_text(command.spec),
+            input=document_text(result.output),
             deadline_ms=None,
         )
         out.append(Outgoing(self.settings.topics.stage(following), "StageCommand", record))
