@@ -39,6 +39,8 @@ class StageCommand:
     plan: tuple[str, ...]
     spec: dict[str, Any]
     input: dict[str, Any]
+    # The spec as it arrived: the next stage's command carries it on unchanged, unencoded.
+    spec_text: str
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> StageCommand:
@@ -59,6 +61,7 @@ class StageCommand:
             plan=tuple(record["plan"]),
             spec=spec,
             input=given,
+            spec_text=record["spec"],
         )
 
     @property
@@ -456,7 +459,7 @@ class StageRunner:
             stage=following,
             attempt=1,
             plan=list(command.plan),
-            spec=document_text(command.spec),
+            spec=command.spec_text,
             input=document_text(result.output),
             deadline_ms=None,
         )
