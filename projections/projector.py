@@ -21,7 +21,13 @@ from aiokafka.errors import KafkaError
 from projections.batch import Batch
 from projections.metrics import ProjectorMetrics
 from projections.migrate import migrate
-from projections.session import DATABASE_LOST, GenerationChanged, GenerationWatch, hold_name
+from projections.session import (
+    DATABASE_LOST,
+    GenerationChanged,
+    GenerationWatch,
+    cancelled_beneath,
+    hold_name,
+)
 from projections.writer import NOTIFY_CHANNEL, Applied, ProjectionWriter
 from schemas.codec import Codec, default_codec
 from streams.envelope import dead_letter
@@ -110,6 +116,16 @@ class Projector:
                 if stop.is_set():
                     break
                 log.warning("projector %s lost the database (%s); resuming", self.name, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), _RECONNECT_DELAY_S)
+            except asyncio.CancelledError:
+                if not cancelled_beneath():
+                    raise
+                log.warning(
+                    "projector %s: an operation was cancelled beneath it; resuming",
+                    self.name,
+                    exc_info=True,
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), _RECONNECT_DELAY_S)
 

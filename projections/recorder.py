@@ -18,7 +18,13 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from projections.session import DATABASE_LOST, GenerationChanged, GenerationWatch, hold_name
+from projections.session import (
+    DATABASE_LOST,
+    GenerationChanged,
+    GenerationWatch,
+    cancelled_beneath,
+    hold_name,
+)
 from projections.writer import ProjectionWriter
 from streams.generation import broker_state
 from streams.settings import Settings
@@ -75,6 +81,14 @@ class TopicRecorder:
                 if stop.is_set():
                     break
                 log.warning("%s lost a server (%r); resuming", self.what, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), _RECONNECT_DELAY_S)
+            except asyncio.CancelledError:
+                if not cancelled_beneath():
+                    raise
+                log.warning(
+                    "%s: an operation was cancelled beneath it; resuming", self.what, exc_info=True
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), _RECONNECT_DELAY_S)
 

@@ -16,7 +16,9 @@ from projections.lag import PROJECTOR_GROUP_PREFIX, LagSampler
 from projections.metrics import LagMetrics, RecorderMetrics
 from projections.migrate import migrate
 from projections.projector import Projector
+from projections.session import cancelled_beneath
 from schemas.codec import default_codec
+from streams.diagnostics import dump_tasks_on_sigusr1
 from streams.exposition import serve_metrics
 from streams.settings import Settings
 
@@ -43,6 +45,7 @@ async def run_projector_process(settings: Settings) -> None:
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    dump_tasks_on_sigusr1()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
@@ -65,6 +68,12 @@ async def companion(
     while not stop.is_set():
         try:
             await run(stop)
+        except asyncio.CancelledError:
+            if not cancelled_beneath():
+                raise
+            log.exception(
+                "%s was cancelled beneath; starting it again in %g s", name, _COMPANION_RESTART_S
+            )
         except Exception:
             log.exception("%s failed; starting it again in %g s", name, _COMPANION_RESTART_S)
             with contextlib.suppress(TimeoutError):

@@ -28,6 +28,19 @@ IDLE_GENERATION_CHECK_S = 2.0
 log = logging.getLogger(__name__)
 
 
+def cancelled_beneath() -> bool:
+    """Whether the CancelledError being handled was not meant for this task: a future it
+    awaited was cancelled by its owner (a client library whose connection dropped) while no
+    one asked the task itself to stop.
+
+    Left to propagate, such an error ends the task as cancelled, and a TaskGroup drops a
+    cancelled child without a word: a projector stopped this way after a database restart
+    and projected nothing more. Readers resume instead, as from a lost connection.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
+
+
 class GenerationChanged(Exception):
     """The broker under a reader started a new log: its session starts over."""
 

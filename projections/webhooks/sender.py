@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import asyncpg
 import httpx
 
-from projections.session import DATABASE_LOST
+from projections.session import DATABASE_LOST, cancelled_beneath
 from projections.webhooks.retries import RetryPolicy, settle
 from projections.webhooks.signing import (
     ATTEMPT_HEADER,
@@ -174,6 +174,15 @@ class WebhookSender:
                 if stop.is_set():
                     break
                 log.warning("webhook sender lost the database (%r); resuming", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), _RECONNECT_DELAY_S)
+            except asyncio.CancelledError:
+                if not cancelled_beneath():
+                    raise
+                log.warning(
+                    "webhook sender: an operation was cancelled beneath it; resuming",
+                    exc_info=True,
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), _RECONNECT_DELAY_S)
 

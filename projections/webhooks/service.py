@@ -19,6 +19,7 @@ from projections.webhooks.metrics import WebhookMetrics
 from projections.webhooks.recorder import WebhookRecorder
 from projections.webhooks.sender import WebhookSender
 from schemas.codec import default_codec
+from streams.diagnostics import dump_tasks_on_sigusr1
 from streams.exposition import serve_metrics
 from streams.settings import Settings
 
@@ -36,6 +37,7 @@ async def run_webhooks_process(settings: Settings) -> None:
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    dump_tasks_on_sigusr1()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
