@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import asyncpg
 import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -18,6 +17,7 @@ from api.dashboard import Dashboard
 from api.docs import DocsPage
 from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware
 from api.feed import FeedNotifier
+from api.feed_pages import FeedPages
 from api.metrics import ApiMetrics, HttpMetricsMiddleware
 from api.openapi import openapi_document
 from api.operations import starlette_routes
@@ -26,6 +26,7 @@ from api.ratelimit import RateLimits
 from api.routes import operations as api_operations
 from api.watchdog import StageWatchdog
 from schemas.codec import default_codec
+from streams.pool import open_pool
 from streams.producer import EventPublisher
 from streams.settings import Settings
 
@@ -47,9 +48,8 @@ def create_app(settings: Settings) -> ASGIApp:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.metrics = metrics
-        app.state.pool = await asyncpg.create_pool(
-            settings.require_database(), min_size=1, max_size=10
-        )
+        app.state.pool = await open_pool(settings.require_database(), min_size=1, max_size=10)
+        app.state.feed_pages = FeedPages(app.state.pool)
         app.state.publisher = EventPublisher(settings, default_codec())
         await app.state.publisher.start()
         app.state.notifier = FeedNotifier(settings.require_database())

@@ -15,12 +15,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.errors import ApiError
+from api.feed_pages import PAGE, FeedPages
 from api.inputs import ascii_int
 from api.tenancy import require_visible
 
 NOTIFY_CHANNEL = "stagecast_events"
 TERMINAL_EVENTS = frozenset({"JobFinished", "JobRejected"})
-_PAGE = 500
 _MAX_SEQ = 2**63 - 1
 # How often a feed re-reads without a NOTIFY: a safety net while LISTEN works, polling when not.
 _RECHECK_LISTENING_S = 15.0
@@ -164,7 +164,7 @@ def parse_job_id(raw: str) -> uuid.UUID:
 
 
 async def job_feed(
-    pool: asyncpg.Pool,
+    pages: FeedPages,
     notifier: FeedNotifier,
     job_id: uuid.UUID,
     after: int,
@@ -173,19 +173,13 @@ async def job_feed(
     while True:
         # Watch before reading: a commit landing mid-query still wakes us.
         with notifier.watch(job_id) as changed:
-            rows = await pool.fetch(
-                "SELECT seq, type, payload FROM job_events WHERE job_id = $1 AND seq > $2 "
-                "ORDER BY seq LIMIT $3",
-                job_id,
-                after,
-                _PAGE,
-            )
+            rows = await pages.page(job_id, after)
             for row in rows:
                 after = row["seq"]
                 yield {"id": str(row["seq"]), "event": row["type"], "data": row["payload"]}
                 if row["type"] in TERMINAL_EVENTS:
                     return
-            if len(rows) == _PAGE:
+            if len(rows) == PAGE:
                 continue
             recheck = _RECHECK_LISTENING_S if notifier.listening else _RECHECK_POLLING_S
             with contextlib.suppress(TimeoutError):
@@ -217,7 +211,8 @@ async def job_events(request: Request) -> Response:
     if ended_at is not None and ended_at <= after:
         # Nothing will follow: 204 tells an EventSource to stop reconnecting.
         return Response(status_code=204)
-    events = state.metrics.connected("job", job_feed(state.pool, state.notifier, job_id, after))
+    feed = job_feed(state.feed_pages, state.notifier, job_id, after)
+    events = state.metrics.connected("job", feed)
     return EventSourceResponse(
         events, ping=state.settings.sse_heartbeat_s, headers={"Cache-Control": "no-store"}
     )

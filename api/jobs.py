@@ -181,6 +181,12 @@ def _duplicate(job_id: str, status: str | None) -> JSONResponse:
     return json_answer(JobDuplicate, body)
 
 
+_STORE_REQUEST = (
+    "INSERT INTO request_outbox (job_id, tenant, request) VALUES ($1, $2, $3) "
+    "ON CONFLICT (job_id) DO NOTHING RETURNING true"
+)
+
+
 async def _accept(
     pool: asyncpg.Pool, record: dict[str, Any], raw: bytes, submission: JobSubmission
 ) -> JSONResponse | None:
@@ -190,20 +196,19 @@ async def _accept(
     returns None, the job will run even if the broker never hears of it from this process.
     """
     job_id, tenant, key = record["job_id"], record["tenant"], submission.idempotency_key
-    async with pool.acquire() as conn, conn.transaction():
-        if key is not None:
-            duplicate = await _reserve_key(conn, tenant, key, job_id, submission)
-            if duplicate is not None:
-                return duplicate
-        stored = await conn.fetchval(
-            "INSERT INTO request_outbox (job_id, tenant, request) VALUES ($1, $2, $3) "
-            "ON CONFLICT (job_id) DO NOTHING RETURNING true",
-            uuid.UUID(job_id),
-            tenant,
-            raw,
-        )
-        if stored:
-            return None
+    async with pool.acquire() as conn:
+        if key is None:
+            # Nothing to reserve: one statement that commits alone, not BEGIN, INSERT, COMMIT
+            # (a third of the round trips of a submission).
+            if await conn.fetchval(_STORE_REQUEST, uuid.UUID(job_id), tenant, raw):
+                return None
+        else:
+            async with conn.transaction():
+                duplicate = await _reserve_key(conn, tenant, key, job_id, submission)
+                if duplicate is not None:
+                    return duplicate
+                if await conn.fetchval(_STORE_REQUEST, uuid.UUID(job_id), tenant, raw):
+                    return None
         # The key's job id was first used by a system producing straight into Kafka.
         first = await conn.fetchrow(
             "SELECT o.request, j.status FROM request_outbox o "

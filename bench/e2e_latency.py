@@ -8,6 +8,9 @@ CPU while idle. Then, for each concurrency level, the time from POST /jobs to Jo
 the job's SSE feed (p50/p95/p99) and the sustained jobs/s: one worker process, one projector,
 one API, the broker, PostgreSQL and this client all share the machine. And the worker alone:
 N requests produced straight into Kafka, timed until N JobFinished are on the events topic.
+At each level it also prints the CPU milliseconds each process spent per job (from /proc,
+bench/cpu.py). With --profile DIR, py-spy samples the API, the worker and the projector during
+the last level and writes one collapsed-stack file per process there.
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,6 +36,7 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from cpu import tree_cpu
 
 from api.client import StagecastClient
 from api.jobs import job_requested
@@ -253,20 +261,87 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def measure(api_url: str, levels: list[int], jobs: int) -> None:
+# The processes whose CPU is shown per job, in the order of the columns.
+MEASURED = ("api", "worker", "projector", "database", "broker", "client")
+
+
+def processes(launcher: Launcher) -> dict[str, int]:
+    """The pid of each measured process; the client is this one."""
+    assert launcher.database is not None and launcher.database.pid is not None
+    assert launcher.broker is not None and launcher.broker.pid is not None
+    return {
+        **{name: launcher.children[name].pid for name in ("api", "worker", "projector")},
+        "database": launcher.database.pid,
+        "broker": launcher.broker.pid,
+    }
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each measured process (tree_cpu counts PostgreSQL's backends)."""
+    return {**{name: tree_cpu(pid) for name, pid in pids.items()}, "client": time.process_time()}
+
+
+@contextlib.contextmanager
+def profiled(pids: dict[str, int], into: Path | None) -> Iterator[None]:
+    """py-spy sampling the API, worker and projector while the block runs (when `into` is set)."""
+    if into is None:
+        yield
+        return
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    into.mkdir(parents=True, exist_ok=True)
+    samplers = [
+        subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pids[name]),
+                "--format",
+                "raw",
+                "--rate",
+                "200",
+                "--nonblocking",
+                "--output",
+                str(into / f"{name}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name in ("api", "worker", "projector")
+    ]
+    try:
+        yield
+    finally:
+        for sampler in samplers:
+            # py-spy writes its file when interrupted.
+            sampler.send_signal(signal.SIGINT)
+        for sampler in samplers:
+            sampler.wait(timeout=30)
+    print(f"py-spy collapsed stacks of api, worker and projector in {into}", flush=True)
+
+
+async def measure(launcher: Launcher, levels: list[int], jobs: int, profile: Path | None) -> None:
+    api_url = launcher.api_url
+    pids = processes(launcher)
     await level(api_url, 4, 20)  # warm-up: connections and caches hot
     print()
     print(
         f"{'concurrency':>11} {'jobs':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-        f"{'mean ms':>8} {'jobs/s':>8}"
+        f"{'mean ms':>8} {'jobs/s':>8}   CPU ms per job: "
+        + " ".join(f"{name:>9}" for name in MEASURED)
     )
-    for concurrency in levels:
-        latencies, wall = await level(api_url, concurrency, jobs)
+    for index, concurrency in enumerate(levels):
+        with profiled(pids, profile if index == len(levels) - 1 else None):
+            before = cpu_seconds(pids)
+            latencies, wall = await level(api_url, concurrency, jobs)
+            after = cpu_seconds(pids)
         ms = [value * 1000 for value in latencies]
+        per_job = {name: (after[name] - before[name]) * 1000 / len(ms) for name in MEASURED}
         print(
             f"{concurrency:>11} {len(ms):>6} {percentile(ms, 0.50):>8.1f} "
             f"{percentile(ms, 0.95):>8.1f} {percentile(ms, 0.99):>8.1f} "
-            f"{statistics.fmean(ms):>8.1f} {len(ms) / wall:>8.1f}",
+            f"{statistics.fmean(ms):>8.1f} {len(ms) / wall:>8.1f}   {'':>15} "
+            + " ".join(f"{per_job[name]:>9.2f}" for name in MEASURED),
             flush=True,
         )
 
@@ -329,6 +404,11 @@ def main() -> None:
         help="first trace a stack with this setting changed (e.g. fetch_busy_wait_ms=none, "
         "projector_linger_ms=20); repeat for more stacks, each compared in the same run",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="write py-spy collapsed stacks of api, worker and projector here (last level)",
+    )
     args = parser.parse_args()
     for change in args.also:
         name, _, value = change.partition("=")
@@ -344,7 +424,7 @@ def main() -> None:
         if args.levels:
             print(f"{args.jobs} digits_cnn compile jobs per level")
             asyncio.run(worker_throughput(launcher.settings, args.jobs * 5))
-            asyncio.run(measure(launcher.api_url, args.levels, args.jobs))
+            asyncio.run(measure(launcher, args.levels, args.jobs, args.profile))
 
 
 def trace_stack(launcher: Launcher, idle_s: float, jobs: int) -> None:

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import asyncpg
 
+from streams.pool import open_pool
+
 if TYPE_CHECKING:
     from streams.runner import StageCommand
 
@@ -91,12 +93,12 @@ class AttemptHistory:
         self._pool: asyncpg.Pool | None = None
 
     async def start(self) -> None:
-        self._pool = await asyncpg.create_pool(
+        self._pool = await open_pool(
             self._database_url,
             min_size=1,
             max_size=2,
             command_timeout=10,
-            server_settings={"application_name": "stagecast-attempts"},
+            application_name="stagecast-attempts",
         )
 
     async def stop(self) -> None:

@@ -12,6 +12,8 @@ import uuid
 
 import asyncpg
 
+from streams.pool import open_pool
+
 _CLAIM = """
 INSERT INTO job_dispatches AS d (job_id, request_sha256, generation)
 VALUES ($1, $2, $3)
@@ -44,12 +46,12 @@ class DispatchLedger:
         self._pool: asyncpg.Pool | None = None
 
     async def start(self) -> None:
-        self._pool = await asyncpg.create_pool(
+        self._pool = await open_pool(
             self._database_url,
             min_size=1,
             max_size=4,
             command_timeout=10,
-            server_settings={"application_name": "stagecast-dispatcher"},
+            application_name="stagecast-dispatcher",
         )
 
     async def stop(self) -> None:

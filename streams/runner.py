@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from streams.attempts import ATTEMPT_LOST, WORKER_LOST, AttemptHistory, resumption
 from streams.control import ControlListener
+from streams.document import document_of, document_text
 from streams.envelope import envelope, error_info
 from streams.intake import Refused
 from streams.producer import EventPublisher, Outgoing, event_id_for
@@ -38,11 +39,13 @@ class StageCommand:
     plan: tuple[str, ...]
     spec: dict[str, Any]
     input: dict[str, Any]
+    # The spec as it arrived: the next stage's command carries it on unchanged, unencoded.
+    spec_text: str
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> StageCommand:
-        spec = json.loads(record["spec"])
-        given = json.loads(record["input"])
+        spec = document_of(record["spec"])
+        given = document_of(record["input"])
         if not isinstance(spec, dict) or not isinstance(given, dict):
             raise ValueError("spec and input must be JSON objects")
         plan = list(record["plan"])
@@ -58,6 +61,7 @@ class StageCommand:
             plan=tuple(record["plan"]),
             spec=spec,
             input=given,
+            spec_text=record["spec"],
         )
 
     @property
@@ -455,8 +459,8 @@ class StageRunner:
             stage=following,
             attempt=1,
             plan=list(command.plan),
-            spec=json.dumps(command.spec),
-            input=json.dumps(result.output),
+            spec=command.spec_text,
+            input=document_text(result.output),
             deadline_ms=None,
         )
         out.append(Outgoing(self.settings.topics.stage(following), "StageCommand", record))

@@ -17,6 +17,7 @@ COMMAND = StageCommand(
     plan=("parse", "execute", "train"),
     spec={},
     input={},
+    spec_text="{}",
 )
 
 
