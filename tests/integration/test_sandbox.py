@@ -461,7 +461,11 @@ async def test_limits_are_in_force_inside_and_in_the_run_cgroup(sandbox: Sandbox
         seen["members"] = (pids / "cgroup.procs").read_text().strip()
         seen[stream] = line.decode()
 
-    code = "print(open('/proc/self/limits').read().replace('\\n', '|'), flush=True)"
+    # It stays a moment after its line: the groups are read while it is still a member.
+    code = (
+        "import time; print(open('/proc/self/limits').read().replace('\\n', '|'), flush=True); "
+        "time.sleep(1)"
+    )
     result = await sandbox.run(python(code), limits=limits, on_output=look_at_groups)
     assert result.exit_code == 0
     assert seen["memory"] == str(300 * 1024 * 1024)
