@@ -12,6 +12,7 @@ from typing import Any
 
 from streams.dispatches import Claim, DispatchLedger
 from streams.envelope import envelope, error_info
+from streams.handoff import Handoff, hand_off
 from streams.producer import EventPublisher, Outgoing, event_id_for
 from streams.settings import STAGES, Settings
 
@@ -228,12 +229,18 @@ class Dispatcher:
     """
 
     def __init__(
-        self, publisher: EventPublisher, settings: Settings, ledger: DispatchLedger
+        self,
+        publisher: EventPublisher,
+        settings: Settings,
+        ledger: DispatchLedger,
+        handoff: Handoff | None = None,
     ) -> None:
         self.publisher = publisher
         self.settings = settings
         self.ledger = ledger
         self.source = f"{settings.source}.dispatcher"
+        # Where the first stage's command may run without a trip through the broker.
+        self.handoff = handoff
 
     async def handle(self, record: Mapping[str, Any]) -> None:
         job_id = record["job_id"]
@@ -245,6 +252,11 @@ class Dispatcher:
             await self.publisher.publish([conflict(record, self.source, self.settings)])
             return
         # Events first, then the command: the feed must show JobAccepted before any stage starts.
+        published, landed = [], []
         for outgoing in decide(record, self.settings, self.source):
-            await self.publisher.publish([outgoing])
+            published.append(outgoing)
+            landed += await self.publisher.publish([outgoing])
+        # The first stage before the mark: a copy of the request read in between is
+        # dispatched again, with the same event ids, which every reader drops.
+        await hand_off(self.handoff, published, landed)
         await self.ledger.dispatched(job_id)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
 
 from schemas.codec import Codec
 from streams.generation import BrokerState, broker_state
@@ -83,11 +84,11 @@ class EventPublisher:
             )
         return dataclasses.replace(item, raw=raw)
 
-    async def publish(self, items: Sequence[Outgoing]) -> None:
-        """Send every item, then wait until the broker has acknowledged all of them."""
+    async def publish(self, items: Sequence[Outgoing]) -> list[RecordMetadata]:
+        """Send every item, then wait until the broker has acknowledged all of them; where
+        each one landed, in order."""
         futures = await self.send(items)
-        if futures:
-            await asyncio.gather(*futures)
+        return list(await asyncio.gather(*futures)) if futures else []
 
     async def send(self, items: Sequence[Outgoing]) -> list[asyncio.Future[Any]]:
         """Queue every item in order; the futures resolve when the broker acknowledges each."""

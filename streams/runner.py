@@ -19,6 +19,7 @@ from streams.attempts import ATTEMPT_LOST, WORKER_LOST, AttemptHistory, resumpti
 from streams.control import ControlListener
 from streams.document import document_of, document_text
 from streams.envelope import envelope, error_info
+from streams.handoff import HandedOff, Handoff, hand_off
 from streams.intake import Refused
 from streams.producer import EventPublisher, Outgoing, event_id_for
 from streams.settings import STAGES, Settings
@@ -238,6 +239,7 @@ class StageRunner:
         cancels: ControlListener | None = None,
         history: AttemptHistory | None = None,
         metrics: WorkerMetrics | None = None,
+        handoff: Handoff | None = None,
     ) -> None:
         self.stage = stage
         self.logic = logic
@@ -252,6 +254,10 @@ class StageRunner:
         # hands the partition back and it is read again) waits for it instead of running it
         # again beside it, and is acknowledged only once the first one has ended.
         self._running: dict[str, asyncio.Future[None]] = {}
+        # Where this stage's commands may go next without a trip through the broker
+        # (streams/handoff.py), and the runs of this stage that came that way.
+        self.handoff = handoff
+        self._handed = HandedOff()
 
     async def handle(self, record: Mapping[str, Any]) -> None:
         if record["stage"] != self.stage:
@@ -260,7 +266,37 @@ class StageRunner:
             command = StageCommand.from_record(record)
         except (ValueError, KeyError) as error:
             raise Refused("INVALID", f"malformed StageCommand: {error}") from None
+        handed = self._handed.arrived(command.job_id, command.attempt)
+        if handed is not None and await asyncio.shield(handed):
+            # It ran here from its hand-off and reached its outcome: acknowledged, not rerun.
+            return
         await self.run(command)
+
+    async def take(self, record: Mapping[str, Any]) -> None:
+        """Run a command this process just published, before its delivery arrives."""
+        try:
+            command = StageCommand.from_record(record)
+        except (ValueError, KeyError):
+            return  # its delivery refuses it the usual way
+        handed = self._handed.started(command.job_id, command.attempt)
+        try:
+            await self.run(command)
+        except Exception as error:
+            # An outage mid-run: the delivery runs the stage once the broker is back, as it
+            # would have without the hand-off; the stage that published it is done.
+            handed.set_result(False)
+            log.warning(
+                "%s of job %s stopped after its hand-off (%s: %s); its delivery runs it",
+                self.stage,
+                command.job_id,
+                type(error).__name__,
+                error,
+            )
+            return
+        except BaseException:
+            handed.set_result(False)
+            raise
+        handed.set_result(True)
 
     async def run(self, command: StageCommand) -> None:
         running = self._running.get(command.job_id)
@@ -388,7 +424,8 @@ class StageRunner:
         in_flight = in_flight + await self.publisher.send(events)
         await asyncio.gather(*in_flight)
         # Only now the next command: its STARTED must follow this stage's SUCCEEDED.
-        await self.publisher.publish(commands)
+        landed = await self.publisher.publish(commands)
+        await hand_off(self.handoff, commands, landed)
 
     def _base(self, command: StageCommand, *id_parts: object) -> dict[str, Any]:
         event_id = event_id_for(command.job_id, command.stage, command.attempt, *id_parts)

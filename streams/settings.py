@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     fetch_busy_wait_ms: int | None = Field(default=None, ge=1, le=60_000)
     producer_linger_ms: int = Field(default=0, ge=0, le=1_000)
     agent_concurrency: int = Field(default=8, ge=1, le=256)
+    # A worker runs a job's next short stage at once when it reads that command's partition,
+    # instead of fetching back what it just published (streams/handoff.py).
+    handoff: bool = True
     # Worker processes `stagecast up` runs, all in one consumer group (`app_id`): the group
     # shares each topic's partitions among them, so more than a topic's partitions idle.
     workers: int = Field(default=1, ge=1, le=64)

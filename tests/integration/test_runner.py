@@ -10,11 +10,13 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaConnectionError
 
 from schemas.codec import default_codec
 from streams.attempts import AttemptHistory
 from streams.control import ControlListener
 from streams.envelope import Origin, envelope
+from streams.handoff import Handoff
 from streams.intake import Intake
 from streams.producer import EventPublisher
 from streams.runner import StageCommand, StageReporter, StageRunner
@@ -390,4 +392,135 @@ async def test_a_second_delivery_while_the_stage_runs_waits_for_it_instead_of_ru
     assert [(t, r["status"]) for t, r in events] == [
         ("StageChanged", "STARTED"),
         ("StageChanged", "SUCCEEDED"),
+    ]
+
+
+async def consumed_command(settings: Any, stage: str) -> Origin:
+    """The StageCommand a stage published for `stage`, as its consumer would receive it."""
+    consumer = AIOKafkaConsumer(
+        settings.topics.stage(stage),
+        bootstrap_servers=settings.require_kafka(),
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=10,
+    )
+    await consumer.start()
+    try:
+        async with asyncio.timeout(20):
+            return Origin.of(await consumer.getone())
+    finally:
+        await consumer.stop()
+
+
+def handoff_to(runner: StageRunner, settings: Any, owned: bool = True) -> Handoff:
+    """A hand-off to `runner` for every partition of its topic, or for none of them."""
+    handoff = Handoff()
+    topic = settings.topics.stage(runner.stage)
+    handoff.accept(topic, runner.take)
+    if owned:
+        handoff.ownership.assigned((topic, p) for p in range(settings.stage_partitions))
+    return handoff
+
+
+async def test_a_handed_off_stage_runs_at_once_and_its_delivery_is_only_acknowledged(
+    stack: RunningStack,
+) -> None:
+    settings = await asyncio.to_thread(stack.isolated)
+    compiled: list[str] = []
+
+    async def compiling(command: StageCommand, reporter: StageReporter) -> Outcome:
+        compiled.append(command.input["seen"])
+        return StageResult(output={}, summary={})
+
+    publisher = EventPublisher(settings, default_codec())
+    await publisher.start()
+    try:
+        compile_ = StageRunner("compile", compiling, publisher, settings)
+        parse = StageRunner(
+            "parse", working, publisher, settings, handoff=handoff_to(compile_, settings)
+        )
+        job_id = str(uuid.uuid4())
+        origin = Origin(settings.topics.stage("parse"), 0, 1, None, command_bytes(job_id))
+        await intake_for(parse, publisher).receive(origin)
+        # Compile ran inside parse's handling, from the command it had just published.
+        assert compiled == ["network X {}"]
+        delivery = await consumed_command(settings, "compile")
+        await intake_for(compile_, publisher).receive(delivery)
+        # Its delivery is acknowledged without running it again, and only once: a second
+        # copy of the command (a rebalance, a repeated publish) runs the stage as before.
+        assert compiled == ["network X {}"]
+        await intake_for(compile_, publisher).receive(delivery)
+        assert compiled == ["network X {}", "network X {}"]
+    finally:
+        await publisher.stop()
+    events = await read_all(settings, [settings.topics.events], 5)
+    assert [(t, r.get("stage"), r["status"]) for t, r in events] == [
+        ("StageChanged", "parse", "STARTED"),
+        ("StageChanged", "parse", "SUCCEEDED"),
+        ("StageChanged", "compile", "STARTED"),
+        ("StageChanged", "compile", "SUCCEEDED"),
+        ("JobFinished", None, "SUCCEEDED"),
+    ]
+
+
+async def test_no_handoff_to_a_partition_this_worker_does_not_read(stack: RunningStack) -> None:
+    settings = await asyncio.to_thread(stack.isolated)
+    compiled: list[str] = []
+
+    async def compiling(command: StageCommand, reporter: StageReporter) -> Outcome:
+        compiled.append(command.job_id)
+        return StageResult(output={}, summary={})
+
+    publisher = EventPublisher(settings, default_codec())
+    await publisher.start()
+    try:
+        compile_ = StageRunner("compile", compiling, publisher, settings)
+        handoff = handoff_to(compile_, settings, owned=False)
+        parse = StageRunner("parse", working, publisher, settings, handoff=handoff)
+        job_id = str(uuid.uuid4())
+        origin = Origin(settings.topics.stage("parse"), 0, 1, None, command_bytes(job_id))
+        await intake_for(parse, publisher).receive(origin)
+        assert compiled == []  # whichever worker reads that partition runs it
+        await intake_for(compile_, publisher).receive(await consumed_command(settings, "compile"))
+        assert compiled == [job_id]
+    finally:
+        await publisher.stop()
+
+
+async def test_a_handoff_stopped_by_an_outage_leaves_the_stage_to_its_delivery(
+    stack: RunningStack,
+) -> None:
+    settings = await asyncio.to_thread(stack.isolated)
+    calls: list[int] = []
+
+    async def flaky(command: StageCommand, reporter: StageReporter) -> Outcome:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise KafkaConnectionError("the broker went away mid-stage")
+        return StageResult(output={}, summary={})
+
+    publisher = EventPublisher(settings, default_codec())
+    await publisher.start()
+    try:
+        compile_ = StageRunner("compile", flaky, publisher, settings)
+        parse = StageRunner(
+            "parse", working, publisher, settings, handoff=handoff_to(compile_, settings)
+        )
+        job_id = str(uuid.uuid4())
+        origin = Origin(settings.topics.stage("parse"), 0, 1, None, command_bytes(job_id))
+        # Parse is done and its command durable: the outage in the handed-off run is not its.
+        await intake_for(parse, publisher).receive(origin)
+        assert calls == [0]
+        await intake_for(compile_, publisher).receive(await consumed_command(settings, "compile"))
+        assert calls == [0, 1]
+    finally:
+        await publisher.stop()
+    events = await read_all(settings, [settings.topics.events], 6)
+    assert [(t, r.get("stage"), r["status"]) for t, r in events] == [
+        ("StageChanged", "parse", "STARTED"),
+        ("StageChanged", "parse", "SUCCEEDED"),
+        ("StageChanged", "compile", "STARTED"),
+        # The delivery's run: the same deterministic STARTED again, then the outcome.
+        ("StageChanged", "compile", "STARTED"),
+        ("StageChanged", "compile", "SUCCEEDED"),
+        ("JobFinished", None, "SUCCEEDED"),
     ]
