@@ -32,6 +32,7 @@ from projections.session import (
 from projections.writer import NOTIFY_CHANNEL, Applied, ProjectionWriter
 from schemas.codec import Codec, default_codec
 from streams.envelope import dead_letter
+from streams.fetch_pace import FetchPace
 from streams.generation import broker_state
 from streams.producer import EventPublisher
 from streams.settings import Settings
@@ -91,6 +92,7 @@ class Projector:
         # The Postgres schema written (a replay's own); None: the live projections.
         self.schema = schema
         self.stats = ProjectorStats()
+        self._pace = FetchPace(settings.fetch_max_wait_ms, settings.fetch_busy_wait_ms)
         self.metrics = ProjectorMetrics(name, self.stats)
         self._step = "connecting"
         self.topics = (settings.topics.requests, settings.topics.events, settings.topics.progress)
@@ -351,6 +353,8 @@ class Projector:
                 # long a batch waits for news, but what the broker holds already is worth one
                 # fetch round trip; without it a batch ends with whatever was buffered.
                 fetched = await consumer.getmany(timeout_ms=_IDLE_POLL_MS, max_records=chunk)
+            # Short fetches while events trickle in, long ones through a backlog.
+            self._pace.pace(consumer, bool(fetched), behind=not self._caught_up(consumer))
             if not fetched:
                 # Also when idle: the empty batch lets the commit in flight be accounted for.
                 break
