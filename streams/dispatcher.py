@@ -252,11 +252,10 @@ class Dispatcher:
             await self.publisher.publish([conflict(record, self.source, self.settings)])
             return
         # Events first, then the command: the feed must show JobAccepted before any stage starts.
-        published, landed = [], []
-        for outgoing in decide(record, self.settings, self.source):
-            published.append(outgoing)
-            landed += await self.publisher.publish([outgoing])
+        decided = decide(record, self.settings, self.source)
+        commands = [item for item in decided if item.event_type == "StageCommand"]
+        await self.publisher.publish([item for item in decided if item not in commands])
         # The first stage before the mark: a copy of the request read in between is
         # dispatched again, with the same event ids, which every reader drops.
-        await hand_off(self.handoff, published, landed)
+        await hand_off(self.handoff, self.publisher, commands)
         await self.ledger.dispatched(job_id)

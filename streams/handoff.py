@@ -22,9 +22,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from aiokafka.structs import RecordMetadata
-
-from streams.producer import Outgoing
+from streams.producer import EventPublisher, Outgoing
 
 # Stages that take milliseconds and keep no attempt history: safe to run in the caller's task.
 SHORT_STAGES = ("parse", "compile", "codegen")
@@ -97,12 +95,24 @@ class Handoff:
 
 
 async def hand_off(
-    handoff: Handoff | None, published: Sequence[Outgoing], landed: Sequence[RecordMetadata]
+    handoff: Handoff | None, publisher: EventPublisher, commands: Sequence[Outgoing]
 ) -> None:
-    """Run here, now, each published StageCommand whose partition this process reads."""
+    """Publish the commands; run here, now, each one whose partition this process reads.
+
+    A handed-off stage starts before its command is acknowledged: the events it publishes
+    follow, on their partition, everything the stage before it published (all acknowledged
+    already), and the command only has to be durable before the message that led to it is
+    acknowledged, which is when this returns. If it is not, that message is handled again
+    and publishes the same command, with the same ids, again.
+    """
     if handoff is None:
+        await publisher.publish(commands)
         return
-    for item, where in zip(published, landed, strict=True):
-        taker = handoff.taker(where.topic, where.partition)
+    placed = [await publisher.placed(item) for item in commands]
+    acknowledged = await publisher.send(placed)
+    for item in placed:
+        assert item.partition is not None
+        taker = handoff.taker(item.topic, item.partition)
         if item.event_type == "StageCommand" and taker is not None:
             await taker(item.record)
+    await asyncio.gather(*acknowledged)

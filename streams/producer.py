@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.structs import RecordMetadata
+from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.codec import Codec
 from streams.generation import BrokerState, broker_state
@@ -39,6 +39,8 @@ class Outgoing:
     record: Mapping[str, Any]
     key: bytes | None = None
     raw: bytes | None = None
+    # None: the producer's partitioner chooses from the key (placed() chooses it beforehand).
+    partition: int | None = None
 
 
 class EventPublisher:
@@ -84,11 +86,11 @@ class EventPublisher:
             )
         return dataclasses.replace(item, raw=raw)
 
-    async def publish(self, items: Sequence[Outgoing]) -> list[RecordMetadata]:
-        """Send every item, then wait until the broker has acknowledged all of them; where
-        each one landed, in order."""
+    async def publish(self, items: Sequence[Outgoing]) -> None:
+        """Send every item, then wait until the broker has acknowledged all of them."""
         futures = await self.send(items)
-        return list(await asyncio.gather(*futures)) if futures else []
+        if futures:
+            await asyncio.gather(*futures)
 
     async def send(self, items: Sequence[Outgoing]) -> list[asyncio.Future[Any]]:
         """Queue every item in order; the futures resolve when the broker acknowledges each."""
@@ -99,12 +101,29 @@ class EventPublisher:
                 if item.raw is not None
                 else self.codec.encode(item.event_type, item.record)
             )
-            key = item.key if item.key is not None else str(item.record.get("job_id", "")).encode()
             headers = [("content-type", CONTENT_TYPE), ("event-type", item.event_type.encode())]
             futures.append(
-                await self.producer.send(item.topic, value=value, key=key, headers=headers)
+                await self.producer.send(
+                    item.topic,
+                    value=value,
+                    key=self._key(item),
+                    headers=headers,
+                    partition=item.partition,
+                )
             )
         return futures
+
+    async def placed(self, item: Outgoing) -> Outgoing:
+        """The item with the partition the producer would choose for it, chosen now: where
+        it lands is then known before the broker acknowledges it."""
+        partitions = sorted(await self.producer.partitions_for(item.topic))
+        return dataclasses.replace(
+            item, partition=DefaultPartitioner()(self._key(item), partitions, partitions)
+        )
+
+    @staticmethod
+    def _key(item: Outgoing) -> bytes:
+        return item.key if item.key is not None else str(item.record.get("job_id", "")).encode()
 
     async def broker_state(self) -> BrokerState:
         """The broker's generation and topics now; raises when the broker does not answer."""

@@ -424,8 +424,7 @@ class StageRunner:
         in_flight = in_flight + await self.publisher.send(events)
         await asyncio.gather(*in_flight)
         # Only now the next command: its STARTED must follow this stage's SUCCEEDED.
-        landed = await self.publisher.publish(commands)
-        await hand_off(self.handoff, commands, landed)
+        await hand_off(self.handoff, self.publisher, commands)
 
     def _base(self, command: StageCommand, *id_parts: object) -> dict[str, Any]:
         event_id = event_id_for(command.job_id, command.stage, command.attempt, *id_parts)
