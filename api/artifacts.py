@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from api.errors import ApiError
 from api.feed import parse_job_id
 from api.jobs import latest_run_first, require_known_job
-from api.tenancy import require_visible
+from api.tenancy import own_tenant, visible_to
 from api.views import ArtifactList, json_answer
 from streams.settings import STAGES, Settings
 
@@ -49,11 +49,13 @@ log = logging.getLogger(__name__)
 _COLUMNS = "name, media_type, uri, size_bytes, sha256, stage, attempt, occurred_at"
 # One row per name: the attempt that counts.
 _LATEST = (
-    f"SELECT DISTINCT ON (name) {_COLUMNS} FROM artifacts WHERE job_id = $1 "
+    f"SELECT DISTINCT ON (name) {_COLUMNS} FROM artifacts "
+    f"WHERE job_id = $1 AND {visible_to('$1', '$3::text')} "
     f"ORDER BY name, {latest_run_first('$2')}, occurred_at DESC, event_id DESC"
 )
 _ONE = (
-    f"SELECT {_COLUMNS}, content FROM artifacts WHERE job_id = $1 AND name = $3 "
+    f"SELECT {_COLUMNS}, content FROM artifacts "
+    f"WHERE job_id = $1 AND name = $3 AND {visible_to('$1', '$4::text')} "
     f"ORDER BY {latest_run_first('$2')}, occurred_at DESC, event_id DESC LIMIT 1"
 )
 
@@ -255,10 +257,10 @@ def _artifact_view(job_id: str, row: asyncpg.Record, base_url: str | None) -> di
 async def list_artifacts(request: Request) -> JSONResponse:
     job_id = parse_job_id(request.path_params["job_id"])
     pool: asyncpg.Pool = request.app.state.pool
-    await require_visible(request, pool, job_id)
-    rows = await pool.fetch(_LATEST, job_id, list(STAGES))
+    tenant = own_tenant(request)
+    rows = await pool.fetch(_LATEST, job_id, list(STAGES), tenant)
     if not rows:
-        await require_known_job(pool, job_id)
+        await require_known_job(pool, job_id, tenant)
     text = str(job_id)
     base_url = request.app.state.settings.artifact_url
     views = [_artifact_view(text, row, base_url) for row in rows]
@@ -270,10 +272,10 @@ async def download_artifact(request: Request) -> Response:
     name = artifact_name(request.path_params["name"])
     state = request.app.state
     pool: asyncpg.Pool = state.pool
-    await require_visible(request, pool, job_id)
-    row = await pool.fetchrow(_ONE, job_id, list(STAGES), name)
+    tenant = own_tenant(request)
+    row = await pool.fetchrow(_ONE, job_id, list(STAGES), name, tenant)
     if row is None:
-        await require_known_job(pool, job_id)
+        await require_known_job(pool, job_id, tenant)
         raise ApiError(
             404,
             "ARTIFACT_NOT_FOUND",

@@ -59,8 +59,8 @@ async def cancel_job(request: Request) -> JSONResponse:
     state = request.app.state
     settings: Settings = state.settings
     reason = await _reason(request, settings)
-    await require_visible(request, state.pool, job_id)
     job = await state.pool.fetchrow(_JOB, job_id)
+    require_visible(request, job_id, None if job is None else job["tenant"])
     if job is None or job["tenant"] is None:
         raise ApiError(404, "JOB_NOT_FOUND", "no such job", {"job_id": str(job_id)})
     if job["status"] in TERMINAL:

@@ -9,76 +9,36 @@ itself: `/events` for what changes, `/jobs`, `/jobs/{id}`, `/jobs/{id}/metrics` 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import asyncpg
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse
 
 from api.errors import ApiError
+from api.static_page import StaticPage
 from api.views import FailureBreakdown, json_answer
 from streams.settings import STAGES
 
-WEB_DIR = Path(__file__).resolve().parent / "web"
 # What the page may load, by the name in its URL: the file under the web directory and its
-# media type. Nothing else there (package.json, node_modules) is served.
+# media type.
 ASSETS = {
     "dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
     "dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
     "uPlot.iife.min.js": ("vendor/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
     "uPlot.min.css": ("vendor/uPlot.min.css", "text/css; charset=utf-8"),
 }
-# Scripts and styles only from this origin, in files: no inline code, no eval, no other host.
-# uPlot and the page's script set element styles through the CSSOM, which style-src allows.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
-_PAGE_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-_ASSET_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
 
 
-class Dashboard:
-    """The page and its files, read from `web_dir` (the installed package's by default)."""
+class Dashboard(StaticPage):
+    """The dashboard page and its files."""
 
-    def __init__(self, web_dir: Path = WEB_DIR) -> None:
-        self.web_dir = web_dir
-
-    def _missing(self) -> list[str]:
-        files = ["dashboard.html", *(path for path, _ in ASSETS.values())]
-        return [path for path in files if not (self.web_dir / path).is_file()]
-
-    def _require_files(self) -> None:
-        missing = self._missing()
-        if missing:
-            raise ApiError(
-                503,
-                "DASHBOARD_NOT_INSTALLED",
-                "the dashboard's front-end files are not installed: run `make install` "
-                "(it needs node and npm)",
-                {"missing": missing, "directory": str(self.web_dir)},
-            )
-
-    async def page(self, request: Request) -> Response:
-        self._require_files()
-        return FileResponse(
-            self.web_dir / "dashboard.html",
-            media_type="text/html; charset=utf-8",
-            headers=_PAGE_HEADERS,
-        )
-
-    async def asset(self, request: Request) -> Response:
-        name = request.path_params["name"]
-        if name not in ASSETS:
-            raise ApiError(404, "NOT_FOUND", "no such dashboard file", {"known": sorted(ASSETS)})
-        self._require_files()
-        path, media_type = ASSETS[name]
-        return FileResponse(self.web_dir / path, media_type=media_type, headers=_ASSET_HEADERS)
+    html = "dashboard.html"
+    assets = ASSETS
+    not_installed_code = "DASHBOARD_NOT_INSTALLED"
+    not_installed = (
+        "the dashboard's front-end files are not installed: run `make install` "
+        "(it needs node and npm)"
+    )
+    no_such_asset = "no such dashboard file"
 
 
 _FAILURES = """

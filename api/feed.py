@@ -17,7 +17,7 @@ from starlette.responses import Response
 from api.errors import ApiError
 from api.feed_pages import PAGE, FeedPages
 from api.inputs import ascii_int
-from api.tenancy import require_visible
+from api.tenancy import own_tenant, visible_to
 
 NOTIFY_CHANNEL = "stagecast_events"
 TERMINAL_EVENTS = frozenset({"JobFinished", "JobRejected"})
@@ -186,12 +186,13 @@ async def job_feed(
                 await asyncio.wait_for(changed.wait(), recheck)
 
 
-# Whether the job exists (in the outbox, projected, or with events of its own), and where its
-# feed ended if it did.
-_FEED_START = """
-SELECT EXISTS (SELECT 1 FROM request_outbox WHERE job_id = $1)
-           OR EXISTS (SELECT 1 FROM jobs WHERE job_id = $1)
-           OR EXISTS (SELECT 1 FROM job_events WHERE job_id = $1) AS known,
+# Whether the job exists (in the outbox, projected, or with events of its own) and is the
+# caller's to see, and where its feed ended if it did.
+_FEED_START = f"""
+SELECT (EXISTS (SELECT 1 FROM request_outbox WHERE job_id = $1)
+            OR EXISTS (SELECT 1 FROM jobs WHERE job_id = $1)
+            OR EXISTS (SELECT 1 FROM job_events WHERE job_id = $1))
+           AND {visible_to("$1", "$3::text")} AS known,
        (SELECT max(seq) FROM job_events
         WHERE job_id = $1 AND type = ANY($2::text[])) AS ended_at
 """
@@ -201,8 +202,7 @@ async def job_events(request: Request) -> Response:
     job_id = parse_job_id(request.path_params["job_id"])
     after = parse_last_event_id(request)
     state = request.app.state
-    await require_visible(request, state.pool, job_id)
-    job = await state.pool.fetchrow(_FEED_START, job_id, list(TERMINAL_EVENTS))
+    job = await state.pool.fetchrow(_FEED_START, job_id, list(TERMINAL_EVENTS), own_tenant(request))
     if not job["known"]:
         # A feed for nothing would stay open forever. A job accepted a moment ago is known:
         # its request is in the outbox before the 202, long before the projector sees it.

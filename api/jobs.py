@@ -27,7 +27,7 @@ from api.inputs import (
     unstorable_strings,
 )
 from api.models import JobSubmission
-from api.tenancy import own_tenant, require_visible, tenant_filter
+from api.tenancy import own_tenant, require_visible, tenant_filter, visible_to
 from api.views import Job, JobDuplicate, JobPage, JobQueued, JobStages, json_answer
 from schemas.codec import default_codec
 from streams.dispatcher import Rejection, job_id_for, plan_job, request_digest
@@ -267,13 +267,17 @@ async def submit_job(request: Request) -> JSONResponse:
     return json_answer(JobQueued, body, 202, headers={"Location": f"/jobs/{job_id}"})
 
 
-async def _stages(pool: asyncpg.Pool, job_id: uuid.UUID) -> list[dict[str, Any]]:
-    """A job's stage attempts in the order they ran."""
-    rows = await pool.fetch(
-        "SELECT * FROM job_stages WHERE job_id = $1 ORDER BY started_at NULLS LAST, stage, attempt",
-        job_id,
-    )
-    return [_stage_view(row) for row in rows]
+_STAGES = (
+    f"SELECT * FROM job_stages WHERE job_id = $1 AND {visible_to('$1', '$2::text')} "
+    "ORDER BY started_at NULLS LAST, stage, attempt"
+)
+
+
+async def _stages(
+    pool: asyncpg.Pool, job_id: uuid.UUID, tenant: str | None
+) -> list[dict[str, Any]]:
+    """A job's stage attempts in the order they ran; none for another tenant's job."""
+    return [_stage_view(row) for row in await pool.fetch(_STAGES, job_id, tenant)]
 
 
 def _stage_view(row: asyncpg.Record) -> dict[str, Any]:
@@ -315,39 +319,43 @@ _JOB_COLUMNS = (
     "job_id, tenant, kind, target, status, current_stage, stages, progress, error, labels, "
     "idempotency_key, requested_at, accepted_at, started_at, finished_at"
 )
+# Whether the job is projected, and the caller's to see ($2 NULL: every tenant's).
+_PROJECTED = "SELECT 1 FROM jobs WHERE job_id = $1 AND ($2::text IS NULL OR tenant = $2)"
 
 
 async def get_job(request: Request) -> JSONResponse:
     job_id = parse_job_id(request.path_params["job_id"])
     pool: asyncpg.Pool = request.app.state.pool
-    await require_visible(request, pool, job_id)
     row = await pool.fetchrow(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = $1", job_id)
     if row is None:
         raise ApiError(404, "JOB_NOT_FOUND", "no such job (yet)", {"job_id": str(job_id)})
+    require_visible(request, job_id, row["tenant"])
     view = _job_view(row)
-    view["stages"] = await _stages(pool, job_id)
+    view["stages"] = await _stages(pool, job_id, own_tenant(request))
     return json_answer(Job, view)
 
 
 async def get_stages(request: Request) -> JSONResponse:
     job_id = parse_job_id(request.path_params["job_id"])
     pool: asyncpg.Pool = request.app.state.pool
-    await require_visible(request, pool, job_id)
-    stages = await _stages(pool, job_id)
-    if not stages and await pool.fetchval("SELECT 1 FROM jobs WHERE job_id = $1", job_id) is None:
+    tenant = own_tenant(request)
+    stages = await _stages(pool, job_id, tenant)
+    if not stages and await pool.fetchval(_PROJECTED, job_id, tenant) is None:
         raise ApiError(404, "JOB_NOT_FOUND", "no such job (yet)", {"job_id": str(job_id)})
     return json_answer(JobStages, {"job_id": str(job_id), "stages": stages})
 
 
 _KNOWN = (
-    "SELECT EXISTS (SELECT 1 FROM jobs WHERE job_id = $1) "
-    "OR EXISTS (SELECT 1 FROM request_outbox WHERE job_id = $1)"
+    "SELECT (EXISTS (SELECT 1 FROM jobs WHERE job_id = $1) "
+    "OR EXISTS (SELECT 1 FROM request_outbox WHERE job_id = $1)) "
+    f"AND {visible_to('$1', '$2::text')}"
 )
 
 
-async def require_known_job(pool: asyncpg.Pool, job_id: uuid.UUID) -> None:
-    """JOB_NOT_FOUND unless the job is projected or accepted (its request in the outbox)."""
-    if not await pool.fetchval(_KNOWN, job_id):
+async def require_known_job(pool: asyncpg.Pool, job_id: uuid.UUID, tenant: str | None) -> None:
+    """JOB_NOT_FOUND unless the job is projected or accepted (its request in the outbox), and
+    not another tenant's than `tenant` (None: every tenant's)."""
+    if not await pool.fetchval(_KNOWN, job_id, tenant):
         raise ApiError(404, "JOB_NOT_FOUND", "no such job (yet)", {"job_id": str(job_id)})
 
 

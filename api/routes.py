@@ -6,6 +6,8 @@ served and what is documented are the same list.
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from api.artifacts import download_artifact, list_artifacts
 from api.cancel import cancel_job
 from api.dashboard import Dashboard, failures
@@ -17,7 +19,7 @@ from api.jobs import get_job, get_stages, list_jobs, submit_job
 from api.metrics import metrics_page
 from api.models import JobSubmission
 from api.openapi import openapi_json
-from api.operations import Answer, Operation
+from api.operations import Answer, Endpoint, Location, Operation
 from api.parameters import (
     ArtifactPath,
     CompareQuery,
@@ -118,6 +120,35 @@ _SSE_ANSWER = Answer(
 )
 
 
+def _job_read(
+    subpath: str,
+    endpoint: Endpoint,
+    operation_id: str,
+    summary: str,
+    tag: str,
+    answer: Answer,
+    query: type[BaseModel] | None = None,
+) -> Operation:
+    """A GET under /jobs/{job_id} that reads what the job has: the job's errors, and
+    INVALID_QUERY beside them when it takes a query."""
+    parameters: dict[Location, type[BaseModel]] = {"path": JobPath}
+    errors = _JOB_ERRORS
+    if query is not None:
+        parameters["query"] = query
+        errors = {**_JOB_ERRORS, 400: ("INVALID_JOB_ID", "INVALID_QUERY")}
+    return Operation(
+        "GET",
+        f"/jobs/{{job_id}}{subpath}",
+        endpoint,
+        operation_id,
+        summary,
+        tag,
+        {200: answer},
+        errors,
+        parameters=parameters,
+    )
+
+
 def operations(dashboard: Dashboard, docs: DocsPage) -> list[Operation]:
     """The API's operations; the pages serve their files from their own directories."""
     return [
@@ -160,49 +191,33 @@ def operations(dashboard: Dashboard, docs: DocsPage) -> list[Operation]:
             {400: ("INVALID_QUERY",), 403: ("TENANT_FORBIDDEN",), 503: _DATABASE},
             parameters={"query": JobListQuery},
         ),
-        Operation(
-            "GET",
-            "/jobs/{job_id}",
-            get_job,
-            "get_job",
-            "A job with its stage attempts",
-            "jobs",
-            {200: Answer("the job", Job)},
-            _JOB_ERRORS,
-            parameters={"path": JobPath},
+        _job_read(
+            "", get_job, "get_job", "A job with its stage attempts", "jobs", Answer("the job", Job)
         ),
-        Operation(
-            "GET",
-            "/jobs/{job_id}/stages",
+        _job_read(
+            "/stages",
             get_stages,
             "get_stages",
             "A job's stage attempts in the order they ran",
             "jobs",
-            {200: Answer("the attempts", JobStages)},
-            _JOB_ERRORS,
-            parameters={"path": JobPath},
+            Answer("the attempts", JobStages),
         ),
-        Operation(
-            "GET",
-            "/jobs/{job_id}/metrics",
+        _job_read(
+            "/metrics",
             get_metrics,
             "get_metrics",
             "A job's metric history",
             "runs",
-            {200: Answer("each metric's points in step order", MetricHistory)},
-            {**_JOB_ERRORS, 400: ("INVALID_JOB_ID", "INVALID_QUERY")},
-            parameters={"path": JobPath, "query": MetricQuery},
+            Answer("each metric's points in step order", MetricHistory),
+            query=MetricQuery,
         ),
-        Operation(
-            "GET",
-            "/jobs/{job_id}/artifacts",
+        _job_read(
+            "/artifacts",
             list_artifacts,
             "list_artifacts",
             "A job's artifacts, one per name (the attempt that counts)",
             "artifacts",
-            {200: Answer("the artifacts", ArtifactList)},
-            _JOB_ERRORS,
-            parameters={"path": JobPath},
+            Answer("the artifacts", ArtifactList),
         ),
         Operation(
             "GET",

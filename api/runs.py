@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse
 from api.errors import ApiError
 from api.feed import parse_job_id
 from api.jobs import latest_run_first, require_known_job
-from api.tenancy import foreign_jobs, require_visible
+from api.tenancy import foreign_jobs, own_tenant, visible_to
 from api.views import MetricHistory, RunComparison, json_answer
 from schemas.codec import default_codec
 from streams.settings import STAGES
@@ -34,6 +34,7 @@ MAX_METRIC_NAME_LENGTH = 500
 _HISTORY = (
     "SELECT name, step, value, stage, attempt, labels, occurred_at FROM metrics "
     "WHERE job_id = $1 AND ($3::text[] IS NULL OR name = ANY($3::text[])) "
+    f"AND {visible_to('$1', '$4::text')} "
     "ORDER BY name, step, array_position($2::text[], stage) NULLS LAST, attempt, occurred_at, "
     "event_id"
 )
@@ -146,10 +147,10 @@ async def get_metrics(request: Request) -> JSONResponse:
     job_id = parse_job_id(request.path_params["job_id"])
     names = metric_names(request.query_params.getlist("name"))
     pool: asyncpg.Pool = request.app.state.pool
-    await require_visible(request, pool, job_id)
-    rows = await pool.fetch(_HISTORY, job_id, list(STAGES), names)
+    tenant = own_tenant(request)
+    rows = await pool.fetch(_HISTORY, job_id, list(STAGES), names, tenant)
     if not rows:
-        await require_known_job(pool, job_id)
+        await require_known_job(pool, job_id, tenant)
     return json_answer(MetricHistory, {"job_id": str(job_id), "metrics": history(rows)})
 
 

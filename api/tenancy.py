@@ -2,7 +2,9 @@
 
 Another tenant's job is answered as if it did not exist (404 JOB_NOT_FOUND, not 403), so a
 key cannot learn which job ids are in use. Filters naming another tenant are refused (403):
-that reveals nothing, and a filter quietly widened or emptied would.
+that reveals nothing, and a filter quietly widened or emptied would. A route on one job checks
+the owner in the query that reads the job (`visible_to`, or the owner it read), not in a query
+of its own.
 """
 
 from __future__ import annotations
@@ -56,7 +58,21 @@ async def foreign_jobs(
     return [row["job_id"] for row in rows if row["tenant"] is not None and row["tenant"] != own]
 
 
-async def require_visible(request: Request, pool: asyncpg.Pool, job_id: uuid.UUID) -> None:
-    """JOB_NOT_FOUND for another tenant's job, as for one that does not exist."""
-    if await foreign_jobs(request, pool, [job_id]):
+def visible_to(job_id: str, tenant: str) -> str:
+    """A SQL condition: the job `job_id` is not another tenant's than `tenant` (both SQL
+    expressions, `tenant` a text parameter), by its projection's row or, before it is
+    projected, its request in the outbox. A NULL tenant (open mode) sees every job: `<>` with
+    NULL is never true."""
+    return (
+        f"NOT EXISTS (SELECT 1 FROM jobs WHERE job_id = {job_id} AND tenant <> {tenant}) "
+        f"AND NOT EXISTS "
+        f"(SELECT 1 FROM request_outbox WHERE job_id = {job_id} AND tenant <> {tenant})"
+    )
+
+
+def require_visible(request: Request, job_id: uuid.UUID, owner: str | None) -> None:
+    """JOB_NOT_FOUND for another tenant's job, as for one that does not exist; `owner` is the
+    tenant the route read with the job (None: no job read)."""
+    own = own_tenant(request)
+    if own is not None and owner is not None and owner != own:
         raise ApiError(404, "JOB_NOT_FOUND", "no such job (yet)", {"job_id": str(job_id)})

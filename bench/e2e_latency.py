@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import signal
 import statistics
@@ -195,60 +194,22 @@ async def hops(api_url: str, database_url: str, jobs: int) -> None:
     )
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name is in parentheses and may hold spaces: the fields follow the last ')'.
-    return text[text.rindex(")") + 2 :].split()
+def stack_pids(launcher: Launcher) -> dict[str, int]:
+    """The pid of every process of the stack, by name: the launcher's children, the broker
+    and PostgreSQL."""
+    pids = {name: proc.pid for name, proc in launcher.children.items()}
+    for name, server in (("broker", launcher.broker), ("postgres", launcher.database)):
+        if server is not None and server.pid is not None:
+            pids[name] = server.pid
+    return pids
 
 
-def stack_cpu_seconds() -> dict[str, float]:
-    """CPU seconds used so far by every process this bench started, by command name."""
-    children: dict[int, list[int]] = {}
-    names: dict[int, str] = {}
-    ticks: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        if fields is None:
-            continue
-        pid = int(entry.name)
-        children.setdefault(int(fields[1]), []).append(pid)
-        ticks[pid] = int(fields[11]) + int(fields[12])
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            argv = [b""]
-        names[pid] = _process_name([part.decode(errors="replace") for part in argv])
-    used: dict[str, float] = {}
-    pending = list(children.get(os.getpid(), []))
-    hz = os.sysconf("SC_CLK_TCK")
-    while pending:
-        pid = pending.pop()
-        pending.extend(children.get(pid, []))
-        used[names[pid]] = used.get(names[pid], 0.0) + ticks[pid] / hz
-    return used
-
-
-def _process_name(argv: list[str]) -> str:
-    if "streams.cli" in argv:
-        return argv[argv.index("streams.cli") + 1]
-    if argv[0].endswith("tansu") or "broker" in argv[0]:
-        return "broker"
-    if "postgres" in argv[0]:
-        return "postgres"
-    return Path(argv[0]).name or "other"
-
-
-def idle_cpu(seconds: float) -> None:
+def idle_cpu(launcher: Launcher, seconds: float) -> None:
     """The stack's CPU while no job runs: what polling (fetch waits, lingers) costs at rest."""
-    before = stack_cpu_seconds()
+    pids = stack_pids(launcher)
+    before = {name: tree_cpu(pid) for name, pid in pids.items()}
     time.sleep(seconds)
-    after = stack_cpu_seconds()
-    used = {name: after[name] - before.get(name, 0.0) for name in after}
+    used = {name: tree_cpu(pid) - before[name] for name, pid in pids.items()}
     parts = ", ".join(
         f"{name} {value / seconds * 100:.1f}%" for name, value in sorted(used.items())
     )
@@ -429,7 +390,7 @@ def main() -> None:
 
 def trace_stack(launcher: Launcher, idle_s: float, jobs: int) -> None:
     """Idle CPU, a bare hop through the broker, then the hops of `jobs` jobs."""
-    idle_cpu(idle_s)
+    idle_cpu(launcher, idle_s)
     asyncio.run(bare_hop(launcher.settings))
     projector = launcher.metrics_urls()["projector"]
     before = projector_totals(projector)

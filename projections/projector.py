@@ -16,18 +16,17 @@ from dataclasses import dataclass
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from projections.batch import Batch
 from projections.metrics import ProjectorMetrics
 from projections.migrate import migrate
 from projections.precedence import Precedence
 from projections.session import (
-    DATABASE_LOST,
     GenerationChanged,
     GenerationWatch,
-    cancelled_beneath,
     hold_name,
+    open_session,
+    resume_sessions,
 )
 from projections.writer import NOTIFY_CHANNEL, Applied, ProjectionWriter
 from schemas.codec import Codec, default_codec
@@ -45,8 +44,6 @@ _IDLE_POLL_MS = 200
 _FETCH_CHUNK = 50
 # Reading every partition up to a consistent cut before a commit is bounded by this.
 _CUT_TIMEOUT_S = 2.0
-# Connection failures are retried from the stored offsets after this pause.
-_RECONNECT_DELAY_S = 1.0
 _STATEMENT_TIMEOUT_S = 120.0
 # How long a session may take to start, from holding the lock to its first fetch.
 _SESSION_START_S = 30.0
@@ -104,69 +101,17 @@ class Projector:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Project until `stop` is set; lost database connections resume from stored offsets."""
-        while not stop.is_set():
-            try:
-                await self._session(stop)
-            except (GenerationChanged, SessionStalled) as change:
-                log.warning("projector %s: %s; starting a new session", self.name, change)
-            except KafkaError as exc:
-                if stop.is_set():
-                    break
-                log.warning("projector %s lost the broker (%r); resuming", self.name, exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), _RECONNECT_DELAY_S)
-            except DATABASE_LOST as exc:
-                if stop.is_set():
-                    break
-                log.warning("projector %s lost the database (%s); resuming", self.name, exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), _RECONNECT_DELAY_S)
-            except asyncio.CancelledError:
-                if not cancelled_beneath():
-                    raise
-                log.warning(
-                    "projector %s: an operation was cancelled beneath it; resuming",
-                    self.name,
-                    exc_info=True,
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), _RECONNECT_DELAY_S)
+        await resume_sessions(
+            f"projector {self.name}", self._session, stop, (GenerationChanged, SessionStalled)
+        )
 
     async def _session(self, stop: asyncio.Event) -> None:
         """One database connection and one consumer, positioned at the stored offsets."""
         self._step = "connecting to the database"
-        conn = await asyncpg.connect(
-            self.settings.require_database(),
-            # A statement that hangs (a lock, a server that stopped answering) ends the
-            # session, which resumes from the stored offsets.
-            command_timeout=_STATEMENT_TIMEOUT_S,
-            server_settings={
-                "application_name": f"stagecast-projector-{self.name}",
-                **({"search_path": self.schema} if self.schema else {}),
-            },
-        )
-        try:
-            # Built only once the database answers: a failed connect leaves no consumer behind.
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.require_kafka(),
-                group_id=None,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                # The embedded broker holds a fetch for its whole max wait; keep hops short.
-                fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
-                client_id=f"{self.settings.app_id}-projector-{self.name}",
-            )
-            try:
-                await self._consume(conn, consumer, stop)
-            finally:
-                await consumer.stop()
-        except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
-            # A connection the server dropped while idle surfaces as a client-side error.
-            if conn.is_closed():
-                raise ConnectionError("the database closed the connection") from exc
-            raise
-        finally:
-            await conn.close()
+        async with open_session(
+            self.settings, f"projector-{self.name}", _STATEMENT_TIMEOUT_S, self.schema
+        ) as (conn, consumer):
+            await self._consume(conn, consumer, stop)
 
     async def _consume(
         self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer, stop: asyncio.Event

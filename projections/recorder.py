@@ -16,22 +16,14 @@ from collections.abc import Sequence
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
 
-from projections.session import (
-    DATABASE_LOST,
-    GenerationChanged,
-    GenerationWatch,
-    cancelled_beneath,
-    hold_name,
-)
+from projections.session import GenerationWatch, hold_name, open_session, resume_sessions
 from projections.writer import ProjectionWriter
 from streams.generation import broker_state
 from streams.settings import Settings
 
 _IDLE_POLL_MS = 200
 _FETCH_RECORDS = 500
-_RECONNECT_DELAY_S = 1.0
 _STATEMENT_TIMEOUT_S = 60.0
 
 _STORE_OFFSET = """
@@ -72,57 +64,17 @@ class TopicRecorder:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Record until `stop` is set; lost connections resume from the stored offsets."""
-        while not stop.is_set():
-            try:
-                await self._session(stop)
-            except GenerationChanged as change:
-                log.warning("%s: %s; starting a new session", self.what, change)
-            except (KafkaError, *DATABASE_LOST) as exc:
-                if stop.is_set():
-                    break
-                log.warning("%s lost a server (%r); resuming", self.what, exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), _RECONNECT_DELAY_S)
-            except asyncio.CancelledError:
-                if not cancelled_beneath():
-                    raise
-                log.warning(
-                    "%s: an operation was cancelled beneath it; resuming", self.what, exc_info=True
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), _RECONNECT_DELAY_S)
+        await resume_sessions(self.what, self._session, stop)
 
     async def _session(self, stop: asyncio.Event) -> None:
-        conn = await asyncpg.connect(
-            self.settings.require_database(),
-            command_timeout=_STATEMENT_TIMEOUT_S,
-            server_settings={"application_name": f"stagecast-recorder-{self.name}"},
-        )
-        try:
+        opened = open_session(self.settings, f"recorder-{self.name}", _STATEMENT_TIMEOUT_S)
+        async with opened as (conn, consumer):
             if not await hold_name(conn, self.name, stop, self.what):
                 return
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.require_kafka(),
-                group_id=None,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
-                client_id=f"{self.settings.app_id}-recorder-{self.name}",
-            )
-            try:
-                await consumer.start()
-                generation = await self._position(conn, consumer, stop)
-                if generation is not None:
-                    await self._record(conn, consumer, generation, stop)
-            finally:
-                await consumer.stop()
-        except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
-            # A connection the server dropped while idle surfaces as a client-side error.
-            if conn.is_closed():
-                raise ConnectionError("the database closed the connection") from exc
-            raise
-        finally:
-            await conn.close()
+            await consumer.start()
+            generation = await self._position(conn, consumer, stop)
+            if generation is not None:
+                await self._record(conn, consumer, generation, stop)
 
     async def _position(
         self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer, stop: asyncio.Event

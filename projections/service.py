@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from functools import partial
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -40,9 +42,30 @@ async def run_projector_process(settings: Settings) -> None:
     registry.register(RecorderMetrics(recorder.stats))
     own_groups = [PROJECTOR_GROUP_PREFIX + name for name in (projector.name, RECORDER_NAME)]
     registry.register(LagMetrics(sampler, own_groups))
-    server = serve_metrics(
-        registry, settings.metrics_host, settings.projector_metrics_port, "projector"
+    await run_parts(
+        settings,
+        "projector",
+        settings.projector_metrics_port,
+        registry,
+        [
+            projector.run,
+            partial(companion, "dead-letter recorder", recorder.run),
+            partial(companion, "lag sampler", sampler.run),
+        ],
     )
+
+
+async def run_parts(
+    settings: Settings,
+    process: str,
+    metrics_port: int | None,
+    registry: CollectorRegistry,
+    parts: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]],
+) -> None:
+    """Run a process's parts side by side until SIGINT or SIGTERM sets their stop event, with
+    its metrics on their own port (none when it is unset) and SIGUSR1 naming what each task
+    waits on."""
+    server = serve_metrics(registry, settings.metrics_host, metrics_port, process)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     dump_tasks_on_sigusr1()
@@ -50,9 +73,8 @@ async def run_projector_process(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(projector.run(stop))
-            tasks.create_task(companion("dead-letter recorder", recorder.run, stop))
-            tasks.create_task(companion("lag sampler", sampler.run, stop))
+            for run in parts:
+                tasks.create_task(run(stop))
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

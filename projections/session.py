@@ -1,16 +1,21 @@
-"""What every reader of the log that keeps its offsets in PostgreSQL does alike: hold its name
-alone, tell a lost database from a bug, and notice when the broker starts a new log."""
+"""What every reader of the log that keeps its offsets in PostgreSQL does alike: open a session
+(a connection and a consumer), resume it when a server is lost, hold its name alone, tell a lost
+database from a bug, and notice when the broker starts a new log."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
+from aiokafka import AIOKafkaConsumer
 from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError
 
 from streams.generation import broker_state
+from streams.settings import Settings
 
 # What a restarted, unreachable or terminated database looks like (ConnectionError included,
 # an OSError); anything else is a bug.
@@ -24,6 +29,8 @@ DATABASE_LOST = (
 # While nothing is fetched the broker is asked its generation this often: after a restart,
 # fetches at the old positions may bring nothing, and nothing fetched would mean no check.
 IDLE_GENERATION_CHECK_S = 2.0
+# A session that lost a server starts again from the stored offsets after this pause.
+_RECONNECT_DELAY_S = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,85 @@ def cancelled_beneath() -> bool:
 
 class GenerationChanged(Exception):
     """The broker under a reader started a new log: its session starts over."""
+
+
+async def resume_sessions(
+    reader: str,
+    session: Callable[[asyncio.Event], Awaitable[None]],
+    stop: asyncio.Event,
+    starts_over: tuple[type[Exception], ...] = (GenerationChanged,),
+) -> None:
+    """Run `session` until `stop` is set: one that ends in `starts_over` begins again at once;
+    one that lost a server, or was cancelled beneath, resumes from the stored offsets after a
+    pause. `reader` names it in logs."""
+    while not stop.is_set():
+        try:
+            await session(stop)
+        except starts_over as change:
+            log.warning("%s: %s; starting a new session", reader, change)
+        except KafkaError as exc:
+            if stop.is_set():
+                break
+            log.warning("%s lost the broker (%r); resuming", reader, exc)
+            await _pause(stop)
+        except DATABASE_LOST as exc:
+            if stop.is_set():
+                break
+            log.warning("%s lost the database (%s); resuming", reader, exc)
+            await _pause(stop)
+        except asyncio.CancelledError:
+            if not cancelled_beneath():
+                raise
+            log.warning(
+                "%s: an operation was cancelled beneath it; resuming", reader, exc_info=True
+            )
+            await _pause(stop)
+
+
+async def _pause(stop: asyncio.Event) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), _RECONNECT_DELAY_S)
+
+
+@contextlib.asynccontextmanager
+async def open_session(
+    settings: Settings, reader: str, statement_timeout_s: float, schema: str | None = None
+) -> AsyncIterator[tuple[asyncpg.Connection, AIOKafkaConsumer]]:
+    """One database connection and one consumer (not started, no group, no auto-commit), both
+    closed on leaving; `reader` (`projector-main`) names them to the servers. A connection the
+    server dropped surfaces as ConnectionError, so the session resumes instead of failing."""
+    conn = await asyncpg.connect(
+        settings.require_database(),
+        # A statement that hangs (a lock, a server that stopped answering) ends the session,
+        # which resumes from the stored offsets.
+        command_timeout=statement_timeout_s,
+        server_settings={
+            "application_name": f"stagecast-{reader}",
+            **({"search_path": schema} if schema else {}),
+        },
+    )
+    try:
+        # Built only once the database answers: a failed connect leaves no consumer behind.
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.require_kafka(),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # The embedded broker holds a fetch for its whole max wait; keep hops short.
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            client_id=f"{settings.app_id}-{reader}",
+        )
+        try:
+            yield conn, consumer
+        finally:
+            await consumer.stop()
+    except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+        # A connection the server dropped while idle surfaces as a client-side error.
+        if conn.is_closed():
+            raise ConnectionError("the database closed the connection") from exc
+        raise
+    finally:
+        await conn.close()
 
 
 async def hold_name(

@@ -9,18 +9,16 @@ projections. Several may run: one records (the others wait as standbys), all of 
 from __future__ import annotations
 
 import asyncio
-import signal
+from functools import partial
 
 from prometheus_client import CollectorRegistry
 
 from projections.migrate import migrate
-from projections.service import companion
+from projections.service import companion, run_parts
 from projections.webhooks.metrics import WebhookMetrics
 from projections.webhooks.recorder import WebhookRecorder
 from projections.webhooks.sender import WebhookSender
 from schemas.codec import default_codec
-from streams.diagnostics import dump_tasks_on_sigusr1
-from streams.exposition import serve_metrics
 from streams.settings import Settings
 
 
@@ -32,20 +30,13 @@ async def run_webhooks_process(settings: Settings) -> None:
     sender = WebhookSender(settings, wake)
     registry = CollectorRegistry()
     registry.register(WebhookMetrics(recorder, sender))
-    server = serve_metrics(
-        registry, settings.metrics_host, settings.webhooks_metrics_port, "webhooks"
+    await run_parts(
+        settings,
+        "webhooks",
+        settings.webhooks_metrics_port,
+        registry,
+        [
+            partial(companion, "webhook recorder", recorder.run),
+            partial(companion, "webhook sender", sender.run),
+        ],
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    dump_tasks_on_sigusr1()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(companion("webhook recorder", recorder.run, stop))
-            tasks.create_task(companion("webhook sender", sender.run, stop))
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        if server is not None:
-            server.stop()

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from api.client import ApiRequestError, FeedEvent, StagecastClient
+from api.tenancy import visible_to
 from streams.launcher import Launcher
 from streams.stack import free_port
 from tests.conftest import WARMUP_DSL, Pipeline, api_alone
@@ -367,3 +368,27 @@ async def test_cors_answers_allowed_origins_only(pipeline: Pipeline, keys_api: L
         read = await http.get("/jobs", headers={"Origin": FOREIGN_ORIGIN, **bearer(key)})
         assert read.status_code == 200
         assert "access-control-allow-origin" not in read.headers
+
+
+async def test_a_job_not_projected_yet_is_hidden_from_other_tenants(pipeline: Pipeline) -> None:
+    """Before the projector writes its row, a job's owner is its request in the outbox."""
+    ours, theirs = tenant(), tenant()
+    job_id = uuid.uuid4()
+    seen = f"SELECT {visible_to('$1', '$2::text')}"
+    conn = await asyncpg.connect(pipeline.settings.require_database())
+    # Rolled back, never committed: the outbox relay never publishes this request.
+    unpublished = conn.transaction()
+    await unpublished.start()
+    try:
+        await conn.execute(
+            "INSERT INTO request_outbox (job_id, tenant, request) VALUES ($1, $2, '')",
+            job_id,
+            ours,
+        )
+        assert await conn.fetchval(seen, job_id, ours) is True
+        assert await conn.fetchval(seen, job_id, None) is True
+        assert await conn.fetchval(seen, job_id, theirs) is False
+        assert await conn.fetchval(seen, uuid.uuid4(), theirs) is True
+    finally:
+        await unpublished.rollback()
+        await conn.close()

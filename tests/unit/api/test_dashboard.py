@@ -10,11 +10,12 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from api.dashboard import ASSETS, CONTENT_SECURITY_POLICY, WEB_DIR, Dashboard
+from api.dashboard import ASSETS, Dashboard
 from api.docs import DocsPage
 from api.errors import EXCEPTION_HANDLERS
 from api.operations import starlette_routes
 from api.routes import operations
+from api.static_page import CONTENT_SECURITY_POLICY, WEB_DIR
 
 
 def _client(web_dir: Path) -> httpx.AsyncClient:

@@ -2,8 +2,8 @@ import asyncio
 
 import pytest
 
-from projections import service
-from projections.session import cancelled_beneath
+from projections import service, session
+from projections.session import GenerationChanged, cancelled_beneath, resume_sessions
 
 
 async def _await_then_ask(future: asyncio.Future[None]) -> bool:
@@ -69,6 +69,66 @@ async def test_a_companion_asked_to_stop_is_cancelled() -> None:
         await asyncio.Event().wait()
 
     task = asyncio.create_task(service.companion("test", run, stop))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_session_cancelled_beneath_resumes_instead_of_vanishing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(session, "_RECONNECT_DELAY_S", 0.0)
+    stop = asyncio.Event()
+    runs = 0
+
+    async def one_session(stop: asyncio.Event) -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(future.cancel)
+            await future
+        stop.set()
+
+    reader = asyncio.create_task(resume_sessions("test", one_session, stop))
+    await reader
+    assert runs == 2
+    assert not reader.cancelled()
+
+
+async def test_a_session_that_lost_a_server_or_its_generation_starts_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(session, "_RECONNECT_DELAY_S", 0.0)
+    stop = asyncio.Event()
+    endings: list[Exception] = [
+        GenerationChanged("a new log"),
+        ConnectionRefusedError("the database is away"),
+    ]
+
+    async def one_session(stop: asyncio.Event) -> None:
+        if endings:
+            raise endings.pop(0)
+        stop.set()
+
+    await resume_sessions("test", one_session, stop)
+    assert endings == []
+
+
+async def test_a_session_that_fails_on_a_bug_ends_the_reader() -> None:
+    async def one_session(stop: asyncio.Event) -> None:
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError):
+        await resume_sessions("test", one_session, asyncio.Event())
+
+
+async def test_a_reader_asked_to_stop_is_cancelled() -> None:
+    async def one_session(stop: asyncio.Event) -> None:
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(resume_sessions("test", one_session, asyncio.Event()))
     await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
