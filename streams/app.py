@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +39,8 @@ SANDBOX_REPORT_S = 30.0
 GENERATION_CHECK_S = 1.0
 # The exit status of a worker that left a broker generation behind (EX_TEMPFAIL).
 GENERATION_CHANGED_EXIT = 75
+# The exit status of a worker whose stop took longer than `stop_grace_s` (EX_SOFTWARE).
+STOP_OVERDUE_EXIT = 70
 # How long a thread may hold the GIL while another waits for it (see run_worker).
 WORKER_SWITCH_INTERVAL_S = 0.0005
 # Stages whose events come with the clock: a delivery of one a dead worker left open runs as
@@ -93,6 +96,7 @@ class StageApp(faust.App):
     # What this worker's execute stage can confine, for /ready (worker_sandboxes).
     sandbox_report: dict[str, Any] | None = None
     database_url: str | None = None
+    stop_grace_s = 30.0
 
     async def on_start(self) -> None:
         await super().on_start()
@@ -106,6 +110,13 @@ class StageApp(faust.App):
         # Before the group join: a worker that reports ready already hears every cancel.
         if self.control is not None:
             await self.control.start()
+
+    async def on_stop(self) -> None:
+        # A thread, not a task: what it guards against is a loop stuck waiting on the broker.
+        deadline = threading.Timer(self.stop_grace_s, _stop_overdue, (self.stop_grace_s,))
+        deadline.daemon = True
+        deadline.start()
+        await super().on_stop()
 
     async def on_shutdown(self) -> None:
         # After the agents stopped: nothing publishes any more.
@@ -142,6 +153,12 @@ class StageApp(faust.App):
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
+
+
+def _stop_overdue(grace_s: float) -> None:
+    log.error("still stopping after %.0f s (the broker may be gone); exiting now", grace_s)
+    logging.shutdown()
+    os._exit(STOP_OVERDUE_EXIT)
 
 
 async def leave_if_generation_changed(publisher: EventPublisher) -> None:
@@ -226,6 +243,7 @@ def build_app(
         loghandlers=[],
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    app.stop_grace_s = settings.stop_grace_s
     app.fetch_pace = FetchPace(settings.fetch_max_wait_ms, settings.fetch_busy_wait_ms)
     publisher = EventPublisher(settings, codec)
     app.publisher = publisher

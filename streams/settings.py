@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     fetch_busy_wait_ms: int | None = Field(default=None, ge=1, le=60_000)
     producer_linger_ms: int = Field(default=0, ge=0, le=1_000)
     agent_concurrency: int = Field(default=8, ge=1, le=256)
+    # How long a stopping worker may take before it exits anyway: with its broker gone, faust's
+    # shutdown can wait on it forever (a worker whose launcher was killed kept trying for hours).
+    stop_grace_s: float = Field(default=30.0, gt=0, le=3600)
     # A worker runs a job's next short stage at once when it reads that command's partition,
     # instead of fetching back what it just published (streams/handoff.py).
     handoff: bool = True
