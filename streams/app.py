@@ -264,14 +264,25 @@ def build_app(
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         settings.worker_ready_file(os.getpid()).touch()
 
-    def add_agent(name: str, topic_name: str, intake: Intake) -> None:
+    handed = [s for s in SHORT_STAGES if s in settings.enabled_stages] if settings.handoff else []
+
+    def add_agent(name: str, topic_name: str, intake: Intake, after: str | None = None) -> None:
+        """`after`: the stage whose commands this agent reads (None: the dispatcher's requests)."""
         topic = app.topic(topic_name, key_type=bytes, value_type=bytes)
 
         async def agent(stream: Any) -> None:
             async for event in stream.events():
                 await intake.receive(Origin.of(event.message))
 
-        app.agent(topic, name=name, concurrency=settings.agent_concurrency)(agent)
+        # A message whose handling runs the next short stages in its task holds its slot for
+        # all of them, where each had a slot of its own: as many slots again per stage (with 8,
+        # hand-off made the worker alone from Kafka 100 -> 75 jobs/s; with 32, 122).
+        if after is None:
+            later = handed
+        else:
+            later = handed[handed.index(after) + 1 :] if after in handed else []
+        concurrency = settings.agent_concurrency * (1 + len(later))
+        app.agent(topic, name=name, concurrency=concurrency)(agent)
 
     report = getattr(logic.get("execute"), "sandbox_report", None)
     if callable(report):
@@ -309,7 +320,7 @@ def build_app(
         intake = Intake("StageCommand", runner.handle, publisher, codec, settings, metrics)
         if name in SHORT_STAGES and name in settings.enabled_stages and settings.handoff:
             handoff.accept(settings.topics.stage(name), runner.take)
-        add_agent(f"stage-{name}", settings.topics.stage(name), intake)
+        add_agent(f"stage-{name}", settings.topics.stage(name), intake, after=name)
     control = Intake("CancelRequested", cancels.handle, publisher, codec, settings, metrics)
     app.control = ControlFeed(settings, control)
     return app
