@@ -77,6 +77,10 @@ class Ownership:
     def owns(self, topic: str, partition: int) -> bool:
         return (topic, partition) in self._partitions
 
+    def partitions(self, topic: str) -> frozenset[int]:
+        """The partitions of `topic` this worker reads now."""
+        return frozenset(partition for name, partition in self._partitions if name == topic)
+
 
 class Handoff:
     """Who in this process takes a command published to a topic's partition, if anyone."""
@@ -88,8 +92,11 @@ class Handoff:
     def accept(self, topic: str, taker: Taker) -> None:
         self._takers[topic] = taker
 
-    def taker(self, topic: str, partition: int) -> Taker | None:
-        if not self.ownership.owns(topic, partition):
+    def accepts(self, topic: str) -> bool:
+        return topic in self._takers
+
+    def taker(self, topic: str, partition: int | None) -> Taker | None:
+        if partition is None or not self.ownership.owns(topic, partition):
             return None
         return self._takers.get(topic)
 
@@ -108,10 +115,16 @@ async def hand_off(
     if handoff is None:
         await publisher.publish(commands)
         return
-    placed = [await publisher.placed(item) for item in commands]
+    # On a partition this worker reads, when it reads any of that topic's: with several
+    # workers the chain then stays here instead of going to whoever reads the job's partition.
+    placed = [
+        await publisher.placed(item, handoff.ownership.partitions(item.topic))
+        if handoff.accepts(item.topic)
+        else item
+        for item in commands
+    ]
     acknowledged = await publisher.send(placed)
     for item in placed:
-        assert item.partition is not None
         taker = handoff.taker(item.topic, item.partition)
         if item.event_type == "StageCommand" and taker is not None:
             await taker(item.record)

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,12 +113,15 @@ class EventPublisher:
             )
         return futures
 
-    async def placed(self, item: Outgoing) -> Outgoing:
-        """The item with the partition the producer would choose for it, chosen now: where
-        it lands is then known before the broker acknowledges it."""
+    async def placed(self, item: Outgoing, among: Collection[int] = ()) -> Outgoing:
+        """The item with its partition chosen now, so where it lands is known before the broker
+        acknowledges it: by the producer's own partitioner from the key, over those of `among`
+        the topic has, or over all of them when it has none of those."""
         partitions = sorted(await self.producer.partitions_for(item.topic))
+        preferred = [partition for partition in partitions if partition in among]
+        choices = preferred or partitions
         return dataclasses.replace(
-            item, partition=DefaultPartitioner()(self._key(item), partitions, partitions)
+            item, partition=DefaultPartitioner()(self._key(item), choices, choices)
         )
 
     @staticmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
@@ -413,11 +414,15 @@ async def consumed_command(settings: Any, stage: str) -> Origin:
 
 def handoff_to(runner: StageRunner, settings: Any, owned: bool = True) -> Handoff:
     """A hand-off to `runner` for every partition of its topic, or for none of them."""
+    return handoff_reading(runner, settings, range(settings.stage_partitions) if owned else ())
+
+
+def handoff_reading(runner: StageRunner, settings: Any, partitions: Iterable[int]) -> Handoff:
+    """A hand-off to `runner` in a worker that reads these partitions of its topic."""
     handoff = Handoff()
     topic = settings.topics.stage(runner.stage)
     handoff.accept(topic, runner.take)
-    if owned:
-        handoff.ownership.assigned((topic, p) for p in range(settings.stage_partitions))
+    handoff.ownership.assigned((topic, partition) for partition in partitions)
     return handoff
 
 
@@ -524,3 +529,43 @@ async def test_a_handoff_stopped_by_an_outage_leaves_the_stage_to_its_delivery(
         ("StageChanged", "compile", "SUCCEEDED"),
         ("JobFinished", None, "SUCCEEDED"),
     ]
+
+
+async def test_a_command_goes_to_a_partition_this_worker_reads_so_that_it_is_handed_off(
+    stack: RunningStack,
+) -> None:
+    settings = await asyncio.to_thread(stack.isolated)
+    compiled: list[str] = []
+
+    async def compiling(command: StageCommand, reporter: StageReporter) -> Outcome:
+        compiled.append(command.job_id)
+        return StageResult(output={}, summary={})
+
+    publisher = EventPublisher(settings, default_codec())
+    await publisher.start()
+    try:
+        compile_ = StageRunner("compile", compiling, publisher, settings)
+        # One worker of several: it reads only partition 2 of the compile topic.
+        handoff = handoff_reading(compile_, settings, [2])
+        parse = StageRunner("parse", working, publisher, settings, handoff=handoff)
+        jobs = [str(uuid.uuid4()) for _ in range(4)]
+        for offset, job_id in enumerate(jobs):
+            origin = Origin(settings.topics.stage("parse"), 0, offset, None, command_bytes(job_id))
+            await intake_for(parse, publisher).receive(origin)
+        # Every job's compile ran here, whatever partition its key hashes to.
+        assert compiled == jobs
+        consumer = AIOKafkaConsumer(
+            settings.topics.stage("compile"),
+            bootstrap_servers=settings.require_kafka(),
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=10,
+        )
+        await consumer.start()
+        try:
+            async with asyncio.timeout(20):
+                partitions = [(await consumer.getone()).partition for _ in jobs]
+        finally:
+            await consumer.stop()
+        assert partitions == [2, 2, 2, 2]
+    finally:
+        await publisher.stop()

@@ -37,3 +37,13 @@ def test_only_an_owned_partition_of_an_accepting_topic_is_handed_off() -> None:
     assert handoff.taker("stage.parse", 1) is None  # nothing here takes that topic
     handoff.ownership.revoked()
     assert handoff.taker("stage.compile", 0) is None  # mid-rebalance: through the broker
+
+
+def test_the_partitions_read_of_a_topic_are_where_its_commands_are_placed() -> None:
+    handoff = Handoff()
+    handoff.accept("stage.compile", taker)
+    handoff.ownership.assigned([("stage.compile", 0), ("stage.compile", 3), ("stage.parse", 1)])
+    assert handoff.ownership.partitions("stage.compile") == {0, 3}
+    assert handoff.ownership.partitions("stage.codegen") == frozenset()
+    assert handoff.accepts("stage.compile") and not handoff.accepts("stage.parse")
+    assert handoff.taker("stage.compile", None) is None  # not placed: the producer chooses
