@@ -78,6 +78,10 @@ class DownloadMismatch(StagecastError):
     """A downloaded artifact's bytes do not hash to the ETag the API sent with them."""
 
 
+# Connections one client may hold open at once (feeds followed and requests in flight).
+CONNECTIONS = 100
+
+
 class StagecastClient:
     """`api_key` is sent as `Authorization: Bearer` on every request (needed in keys mode);
     `tenant` as X-Tenant, which open mode takes as the submitting tenant."""
@@ -93,7 +97,15 @@ class StagecastClient:
         headers = {"X-Tenant": tenant} if tenant else {}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout)
+        # One client follows many jobs at once, each feed holding a connection: as many kept
+        # alive as may be open, so a finished feed's connection serves the next request
+        # instead of a new TCP connection each time (httpx keeps 20 by default).
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers=headers,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS),
+        )
 
     async def __aenter__(self) -> StagecastClient:
         return self

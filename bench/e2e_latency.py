@@ -66,18 +66,19 @@ async def level(api_url: str, concurrency: int, jobs: int) -> tuple[list[float],
     for index in range(jobs):
         queue.put_nowait(index)
 
-    async def client_loop() -> None:
-        async with StagecastClient(api_url) as client:
-            while True:
-                try:
-                    queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                latencies.append(await one_job(client))
+    async def client_loop(client: StagecastClient) -> None:
+        while True:
+            try:
+                queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            latencies.append(await one_job(client))
 
-    started = time.perf_counter()
-    await asyncio.gather(*(client_loop() for _ in range(concurrency)))
-    return latencies, time.perf_counter() - started
+    # One client for all, as an application would hold one (each costs an SSL context).
+    async with StagecastClient(api_url) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
+        return latencies, time.perf_counter() - started
 
 
 @dataclass
