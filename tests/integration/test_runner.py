@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaConnectionError
 
 from schemas.codec import default_codec
@@ -20,7 +21,7 @@ from streams.envelope import Origin, envelope
 from streams.handoff import Handoff
 from streams.intake import Intake
 from streams.producer import EventPublisher
-from streams.runner import StageCommand, StageReporter, StageRunner
+from streams.runner import StageCommand, StageLogic, StageReporter, StageRunner
 from streams.stage import Outcome, StageCancelled, StageResult
 from tests.conftest import RunningStack
 
@@ -64,9 +65,10 @@ def command_bytes(
     return default_codec().encode("StageCommand", record)
 
 
-async def read_all(
+async def from_start(
     settings: Any, topics: list[str], count: int
-) -> list[tuple[str, dict[str, Any]]]:
+) -> list[ConsumerRecord[Any, Any]]:
+    """The first `count` messages of `topics`, read from their start."""
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=settings.require_kafka(),
@@ -74,16 +76,22 @@ async def read_all(
         fetch_max_wait_ms=10,
     )
     await consumer.start()
-    found: list[tuple[str, dict[str, Any]]] = []
+    found: list[ConsumerRecord[Any, Any]] = []
     try:
         async with asyncio.timeout(20):
             async for message in consumer:
-                found.append(default_codec().decode(message.value))
+                found.append(message)
                 if len(found) == count:
-                    return found
+                    break
     finally:
         await consumer.stop()
     return found
+
+
+async def read_all(
+    settings: Any, topics: list[str], count: int
+) -> list[tuple[str, dict[str, Any]]]:
+    return [default_codec().decode(m.value) for m in await from_start(settings, topics, count)]
 
 
 async def test_crash_fails_the_job_and_bad_input_is_dead_lettered(stack: RunningStack) -> None:
@@ -398,32 +406,35 @@ async def test_a_second_delivery_while_the_stage_runs_waits_for_it_instead_of_ru
 
 async def consumed_command(settings: Any, stage: str) -> Origin:
     """The StageCommand a stage published for `stage`, as its consumer would receive it."""
-    consumer = AIOKafkaConsumer(
-        settings.topics.stage(stage),
-        bootstrap_servers=settings.require_kafka(),
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=10,
-    )
-    await consumer.start()
+    (message,) = await from_start(settings, [settings.topics.stage(stage)], 1)
+    return Origin.of(message)
+
+
+@contextlib.asynccontextmanager
+async def parse_handing_off(
+    settings: Any, compiling: StageLogic, reads: Iterable[int] | None = None
+) -> AsyncIterator[tuple[Intake, Intake]]:
+    """Intakes of parse and compile in one worker that reads the compile topic's partitions
+    `reads` (all of them by default): parse hands its commands off to compile."""
+    publisher = EventPublisher(settings, default_codec())
+    await publisher.start()
     try:
-        async with asyncio.timeout(20):
-            return Origin.of(await consumer.getone())
+        compile_ = StageRunner("compile", compiling, publisher, settings)
+        handoff = Handoff()
+        topic = settings.topics.stage("compile")
+        handoff.accept(topic, compile_.take)
+        partitions = range(settings.stage_partitions) if reads is None else reads
+        handoff.ownership.assigned((topic, partition) for partition in partitions)
+        parse = StageRunner("parse", working, publisher, settings, handoff=handoff)
+        yield intake_for(parse, publisher), intake_for(compile_, publisher)
     finally:
-        await consumer.stop()
+        await publisher.stop()
 
 
-def handoff_to(runner: StageRunner, settings: Any, owned: bool = True) -> Handoff:
-    """A hand-off to `runner` for every partition of its topic, or for none of them."""
-    return handoff_reading(runner, settings, range(settings.stage_partitions) if owned else ())
-
-
-def handoff_reading(runner: StageRunner, settings: Any, partitions: Iterable[int]) -> Handoff:
-    """A hand-off to `runner` in a worker that reads these partitions of its topic."""
-    handoff = Handoff()
-    topic = settings.topics.stage(runner.stage)
-    handoff.accept(topic, runner.take)
-    handoff.ownership.assigned((topic, partition) for partition in partitions)
-    return handoff
+async def parsed(settings: Any, parse: Intake, job_id: str, offset: int = 1) -> None:
+    """Deliver `job_id`'s parse command to the parse intake."""
+    topic = settings.topics.stage("parse")
+    await parse.receive(Origin(topic, 0, offset, None, command_bytes(job_id)))
 
 
 async def test_a_handed_off_stage_runs_at_once_and_its_delivery_is_only_acknowledged(
@@ -436,27 +447,17 @@ async def test_a_handed_off_stage_runs_at_once_and_its_delivery_is_only_acknowle
         compiled.append(command.input["seen"])
         return StageResult(output={}, summary={})
 
-    publisher = EventPublisher(settings, default_codec())
-    await publisher.start()
-    try:
-        compile_ = StageRunner("compile", compiling, publisher, settings)
-        parse = StageRunner(
-            "parse", working, publisher, settings, handoff=handoff_to(compile_, settings)
-        )
-        job_id = str(uuid.uuid4())
-        origin = Origin(settings.topics.stage("parse"), 0, 1, None, command_bytes(job_id))
-        await intake_for(parse, publisher).receive(origin)
+    async with parse_handing_off(settings, compiling) as (parse, compile_):
+        await parsed(settings, parse, str(uuid.uuid4()))
         # Compile ran inside parse's handling, from the command it had just published.
         assert compiled == ["network X {}"]
         delivery = await consumed_command(settings, "compile")
-        await intake_for(compile_, publisher).receive(delivery)
+        await compile_.receive(delivery)
         # Its delivery is acknowledged without running it again, and only once: a second
         # copy of the command (a rebalance, a repeated publish) runs the stage as before.
         assert compiled == ["network X {}"]
-        await intake_for(compile_, publisher).receive(delivery)
+        await compile_.receive(delivery)
         assert compiled == ["network X {}", "network X {}"]
-    finally:
-        await publisher.stop()
     events = await read_all(settings, [settings.topics.events], 5)
     assert [(t, r.get("stage"), r["status"]) for t, r in events] == [
         ("StageChanged", "parse", "STARTED"),
@@ -475,20 +476,12 @@ async def test_no_handoff_to_a_partition_this_worker_does_not_read(stack: Runnin
         compiled.append(command.job_id)
         return StageResult(output={}, summary={})
 
-    publisher = EventPublisher(settings, default_codec())
-    await publisher.start()
-    try:
-        compile_ = StageRunner("compile", compiling, publisher, settings)
-        handoff = handoff_to(compile_, settings, owned=False)
-        parse = StageRunner("parse", working, publisher, settings, handoff=handoff)
+    async with parse_handing_off(settings, compiling, reads=()) as (parse, compile_):
         job_id = str(uuid.uuid4())
-        origin = Origin(settings.topics.stage("parse"), 0, 1, None, command_bytes(job_id))
-        await intake_for(parse, publisher).receive(origin)
+        await parsed(settings, parse, job_id)
         assert compiled == []  # whichever worker reads that partition runs it
-        await intake_for(compile_, publisher).receive(await consumed_command(settings, "compile"))
+        await compile_.receive(await consumed_command(settings, "compile"))
         assert compiled == [job_id]
-    finally:
-        await publisher.stop()
 
 
 async def test_a_handoff_stopped_by_an_outage_leaves_the_stage_to_its_delivery(
@@ -503,22 +496,12 @@ async def test_a_handoff_stopped_by_an_outage_leaves_the_stage_to_its_delivery(
             raise KafkaConnectionError("the broker went away mid-stage")
         return StageResult(output={}, summary={})
 
-    publisher = EventPublisher(settings, default_codec())
-    await publisher.start()
-    try:
-        compile_ = StageRunner("compile", flaky, publisher, settings)
-        parse = StageRunner(
-            "parse", working, publisher, settings, handoff=handoff_to(compile_, settings)
-        )
-        job_id = str(uuid.uuid4())
-        origin = Origin(settings.topics.stage("parse"), 0, 1, None, command_bytes(job_id))
+    async with parse_handing_off(settings, flaky) as (parse, compile_):
         # Parse is done and its command durable: the outage in the handed-off run is not its.
-        await intake_for(parse, publisher).receive(origin)
+        await parsed(settings, parse, str(uuid.uuid4()))
         assert calls == [0]
-        await intake_for(compile_, publisher).receive(await consumed_command(settings, "compile"))
+        await compile_.receive(await consumed_command(settings, "compile"))
         assert calls == [0, 1]
-    finally:
-        await publisher.stop()
     events = await read_all(settings, [settings.topics.events], 6)
     assert [(t, r.get("stage"), r["status"]) for t, r in events] == [
         ("StageChanged", "parse", "STARTED"),
@@ -541,31 +524,12 @@ async def test_a_command_goes_to_a_partition_this_worker_reads_so_that_it_is_han
         compiled.append(command.job_id)
         return StageResult(output={}, summary={})
 
-    publisher = EventPublisher(settings, default_codec())
-    await publisher.start()
-    try:
-        compile_ = StageRunner("compile", compiling, publisher, settings)
-        # One worker of several: it reads only partition 2 of the compile topic.
-        handoff = handoff_reading(compile_, settings, [2])
-        parse = StageRunner("parse", working, publisher, settings, handoff=handoff)
+    # One worker of several: it reads only partition 2 of the compile topic.
+    async with parse_handing_off(settings, compiling, reads=[2]) as (parse, _):
         jobs = [str(uuid.uuid4()) for _ in range(4)]
         for offset, job_id in enumerate(jobs):
-            origin = Origin(settings.topics.stage("parse"), 0, offset, None, command_bytes(job_id))
-            await intake_for(parse, publisher).receive(origin)
-        # Every job's compile ran here, whatever partition its key hashes to.
-        assert compiled == jobs
-        consumer = AIOKafkaConsumer(
-            settings.topics.stage("compile"),
-            bootstrap_servers=settings.require_kafka(),
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=10,
-        )
-        await consumer.start()
-        try:
-            async with asyncio.timeout(20):
-                partitions = [(await consumer.getone()).partition for _ in jobs]
-        finally:
-            await consumer.stop()
-        assert partitions == [2, 2, 2, 2]
-    finally:
-        await publisher.stop()
+            await parsed(settings, parse, job_id, offset)
+    # Every job's compile ran here, whatever partition its key hashes to.
+    assert compiled == jobs
+    commands = await from_start(settings, [settings.topics.stage("compile")], len(jobs))
+    assert [message.partition for message in commands] == [2, 2, 2, 2]
