@@ -254,7 +254,9 @@ class Dispatcher:
         # Events first, then the command: the feed must show JobAccepted before any stage starts.
         decided = decide(record, self.settings, self.source)
         commands = [item for item in decided if item.event_type == "StageCommand"]
-        await self.publisher.publish([item for item in decided if item not in commands])
+        await self.publisher.publish(
+            [item for item in decided if item.event_type != "StageCommand"]
+        )
         # The first stage before the mark: a copy of the request read in between is
         # dispatched again, with the same event ids, which every reader drops.
         await hand_off(self.handoff, self.publisher, commands)

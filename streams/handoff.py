@@ -64,22 +64,26 @@ class Ownership:
     """Which partitions this worker reads now: a hand-off needs the delivery to come here."""
 
     def __init__(self) -> None:
-        self._partitions: frozenset[tuple[str, int]] = frozenset()
+        self._by_topic: dict[str, frozenset[int]] = {}
 
     def assigned(self, partitions: Iterable[tuple[str, int]]) -> None:
         """The group's latest assignment to this worker replaces the one before."""
-        self._partitions = frozenset((topic, partition) for topic, partition in partitions)
+        by_topic: dict[str, set[int]] = {}
+        for topic, partition in partitions:
+            by_topic.setdefault(topic, set()).add(partition)
+        # One assignment, swapped in whole: a reader never sees half of it.
+        self._by_topic = {topic: frozenset(found) for topic, found in by_topic.items()}
 
     def revoked(self) -> None:
         """During a rebalance nothing is owned: every command goes through the broker."""
-        self._partitions = frozenset()
+        self._by_topic = {}
 
     def owns(self, topic: str, partition: int) -> bool:
-        return (topic, partition) in self._partitions
+        return partition in self.partitions(topic)
 
     def partitions(self, topic: str) -> frozenset[int]:
         """The partitions of `topic` this worker reads now."""
-        return frozenset(partition for name, partition in self._partitions if name == topic)
+        return self._by_topic.get(topic, frozenset())
 
 
 class Handoff:
