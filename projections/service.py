@@ -98,5 +98,8 @@ async def companion(
             )
         except Exception:
             log.exception("%s failed; starting it again in %g s", name, _COMPANION_RESTART_S)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), _COMPANION_RESTART_S)
+        else:
+            continue
+        # The pause the log line promises, after either failure: never a tight restart loop.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), _COMPANION_RESTART_S)
