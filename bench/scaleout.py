@@ -24,26 +24,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
+from cpu import tree_cpu
 from e2e_latency import kafka_jobs_wall, level, percentile
 
 from streams.launcher import Launcher
 from streams.settings import Settings
 
 PARTITIONS = 6
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU of a process and its children (PostgreSQL's backends) so far."""
-    total = 0.0
-    try:
-        root = psutil.Process(pid)
-        for proc in (root, *root.children(recursive=True)):
-            times = proc.cpu_times()
-            total += times.user + times.system
-    except psutil.NoSuchProcess:
-        pass
-    return total
 
 
 @dataclass
@@ -69,9 +56,9 @@ def cpu_used(launcher: Launcher, into: dict[str, float]) -> Iterator[None]:
     info = launcher.stack_info()["pids"]
     assert isinstance(info, dict)
     pids = {name: pid for name, pid in info.items() if pid} | {"client": os.getpid()}
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    before = {name: tree_cpu(pid) for name, pid in pids.items()}
     yield
-    into.update({name: cpu_seconds(pid) - before[name] for name, pid in pids.items()})
+    into.update({name: tree_cpu(pid) - before[name] for name, pid in pids.items()})
 
 
 def measure(workers: int, kafka_jobs: int, api_jobs: int, concurrency: int) -> list[Phase]:
