@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from projections.feed_order import PROGRESS_EVENTS, FeedMerge
+from projections.feed_order import DISPATCHED_EVENTS, PROGRESS_EVENTS, FeedMerge
 from schemas.codec import Codec, DecodeError
 from streams.envelope import Origin
 
@@ -315,7 +315,8 @@ class Batch:
     began: dict[tuple[str, int], datetime] = field(default_factory=dict, init=False)
     reached: dict[tuple[str, int], datetime] = field(default_factory=dict, init=False)
     # Set by an event whose causal neighbours went to another topic: a progress event (its
-    # STARTED is on the events topic) or an outcome that counts progress before it.
+    # STARTED is on the events topic), an outcome that counts progress before it, or the
+    # dispatcher's answer to a request (the request is on the requests topic).
     needs_cut: bool = field(default=False, init=False)
 
     def __len__(self) -> int:
@@ -393,8 +394,11 @@ class Batch:
             return Consumed(
                 topic, partition, offset, key, value, None, False, Unstorable(origin, code, reason)
             )
-        asks_cut = event_type in PROGRESS_EVENTS or (
-            event_type == "StageChanged" and record.get("reported", 0) > 0
+        asks_cut = (
+            event_type in PROGRESS_EVENTS
+            # Its JobRequested is on the requests topic.
+            or event_type in DISPATCHED_EVENTS
+            or (event_type == "StageChanged" and record.get("reported", 0) > 0)
         )
         return Consumed(topic, partition, offset, key, value, row, asks_cut, None)
 

@@ -32,6 +32,8 @@ StagedRow = tuple[Any, ...]
 Blocker = tuple[Any, ...]
 
 PROGRESS_EVENTS = frozenset({"ProgressReported", "LogEmitted", "MetricRecorded", "ArtifactStored"})
+# The dispatcher's answers to a JobRequested, which is on another topic (requests).
+DISPATCHED_EVENTS = frozenset({"JobAccepted", "JobRejected"})
 OPENINGS = frozenset({"JobRequested", "JobAccepted"})
 OUTCOMES = frozenset({"JobFinished", "JobRejected"})
 

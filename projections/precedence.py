@@ -15,6 +15,9 @@ whose worker died, by someone who cannot count its progress), progress events to
 their event ids (a repeated one is not counted twice), and only rows of batches handed to the
 writer in this session (a session starts empty; a batch that fails to commit ends the session).
 What is forgotten (an attempt beyond the limit, a batch too big to note) only means a cut.
+
+The dispatcher's answer to a request (JobAccepted, JobRejected) follows its JobRequested, which
+is on the requests topic: it is settled once this session has taken that request.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from projections.batch import STAGED_COLUMNS, StagedRow
-from projections.feed_order import PROGRESS_EVENTS
+from projections.feed_order import DISPATCHED_EVENTS, PROGRESS_EVENTS
 
 Attempt = tuple[str, str, int]
 
@@ -49,15 +52,21 @@ class Precedence:
         self._kept = attempts_kept
         self._started: OrderedDict[Attempt, None] = OrderedDict()
         self._progress: OrderedDict[Attempt, set[str]] = OrderedDict()
+        # Jobs whose JobRequested was taken: the dispatcher's answer to it needs no cut.
+        self._requested: OrderedDict[str, None] = OrderedDict()
 
     def settled(self, rows: Sequence[StagedRow]) -> bool:
         """Whether every row of a batch that follows something on another topic finds it in
         the batch itself or in a batch noted before: then no cut is needed."""
         started, progress = self._read(rows)
+        requested = {row[_JOB] for row in rows if row[_TYPE] == "JobRequested"}
         for row in rows:
             event_type = row[_TYPE]
             attempt = _attempt_of(row)
-            if event_type in PROGRESS_EVENTS:
+            if event_type in DISPATCHED_EVENTS:
+                if row[_JOB] not in requested and row[_JOB] not in self._requested:
+                    return False
+            elif event_type in PROGRESS_EVENTS:
                 if attempt not in started and attempt not in self._started:
                     return False
             elif event_type == "StageChanged" and row[_STATUS] != "STARTED":
@@ -83,7 +92,11 @@ class Precedence:
         for attempt, event_ids in progress.items():
             self._progress.setdefault(attempt, set()).update(event_ids)
             self._progress.move_to_end(attempt)
-        for kept in (self._started, self._progress):
+        for row in rows:
+            if row[_TYPE] == "JobRequested":
+                self._requested[row[_JOB]] = None
+                self._requested.move_to_end(row[_JOB])
+        for kept in (self._started, self._progress, self._requested):
             while len(kept) > self._kept:
                 kept.popitem(last=False)
 

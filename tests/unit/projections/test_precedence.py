@@ -109,3 +109,14 @@ def test_forgotten_attempts_and_big_batches_mean_a_cut() -> None:
     big = Precedence()
     big.note([started(), artifact(), *(started("parse", n) for n in range(NOTED_BATCH_ROWS))])
     assert not big.settled([outcome("SUCCEEDED", 1)])
+
+
+def test_the_dispatchers_answer_needs_its_request_read() -> None:
+    accepted = row("JobAccepted", kind="MODEL", target="pytorch", stages=["parse"])
+    requested = row("JobRequested", kind="MODEL", dsl="network X {}", target="pytorch")
+    precedence = Precedence()
+    # Its JobRequested went to the requests topic and may not be read yet: cut.
+    assert not precedence.settled([accepted, started("parse")])
+    assert precedence.settled([requested, accepted])
+    precedence.note([requested])
+    assert precedence.settled([accepted, started("parse")])
