@@ -6,7 +6,9 @@ is; so whatever the partitions and the consumer's interleaving, these hold in th
 
 - a stage attempt's progress follows its STARTED;
 - the attempt's outcome (SUCCEEDED / FAILED / CANCELLED) follows its progress;
-- a job's terminal event (JobFinished / JobRejected) follows all of its progress.
+- a job's terminal event (JobFinished / JobRejected) follows all of its progress;
+- the dispatcher's answer (JobAccepted / JobRejected) follows its JobRequested, which is on
+  the requests topic.
 
 The merge takes partitions head by head (each partition's order stands), never takes a head
 whose predecessor above is still waiting in the batch, and among the heads it may take picks
@@ -28,7 +30,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 StagedRow = tuple[Any, ...]
-# What a row waits for: ("started" | "progress", job, stage, attempt) or ("job", job).
+# What a row waits for: ("started" | "progress", job, stage, attempt), or ("job" | "requested",
+# job).
 Blocker = tuple[Any, ...]
 
 PROGRESS_EVENTS = frozenset({"ProgressReported", "LogEmitted", "MetricRecorded", "ArtifactStored"})
@@ -72,6 +75,7 @@ class FeedMerge:
         queues = [queue for queue in partitions if queue]
         rows = [row for queue in queues for row in queue]
         unstarted = {self._attempt_of(row) for row in rows if self._is_started(row)}
+        unrequested = {row[self._job] for row in rows if row[self._type] == "JobRequested"}
         progress_left: Counter[Blocker] = Counter()
         for row in rows:
             if row[self._type] in PROGRESS_EVENTS:
@@ -80,6 +84,8 @@ class FeedMerge:
 
         def blocker(row: StagedRow) -> Blocker | None:
             event_type = row[self._type]
+            if event_type in DISPATCHED_EVENTS and row[self._job] in unrequested:
+                return ("requested", row[self._job])
             if event_type in PROGRESS_EVENTS:
                 attempt = self._attempt_of(row)
                 return ("started", *attempt) if attempt in unstarted else None
@@ -119,7 +125,10 @@ class FeedMerge:
             row = queues[index][heads[index]]
             heads[index] += 1
             merged.append(row)
-            if self._is_started(row):
+            if row[self._type] == "JobRequested" and row[self._job] in unrequested:
+                unrequested.discard(row[self._job])
+                release(("requested", row[self._job]))
+            elif self._is_started(row):
                 attempt = self._attempt_of(row)
                 if attempt in unstarted:
                     unstarted.discard(attempt)

@@ -96,8 +96,7 @@ class Projector:
         # Only the live projector dead-letters, so a replay does not repeat its letters; and
         # not `requests`, whose bad messages the dispatcher (an Intake) dead-letters already.
         self.publisher = EventPublisher(settings, codec) if name == "main" else None
-        self.feed_topics = {settings.topics.events, settings.topics.progress}
-        self.dead_letter_topics = self.feed_topics
+        self.dead_letter_topics = {settings.topics.events, settings.topics.progress}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Project until `stop` is set; lost database connections resume from stored offsets."""
@@ -316,10 +315,11 @@ class Projector:
             return await self._read_to_cut(consumer, batch, stop)
         return batch
 
-    def _furthest_behind(self, consumer: AIOKafkaConsumer, batch: Batch) -> list[TopicPartition]:
-        """The feed partitions the batch has read nothing from, or else the one it has read
-        least far in event time."""
-        partitions = [tp for tp in consumer.assignment() if tp.topic in self.feed_topics]
+    @staticmethod
+    def _furthest_behind(consumer: AIOKafkaConsumer, batch: Batch) -> list[TopicPartition]:
+        """The partitions the batch has read nothing from, or else the one it has read least
+        far in event time."""
+        partitions = list(consumer.assignment())
         unread = [tp for tp in partitions if (tp.topic, tp.partition) not in batch.reached]
         if unread or not partitions:
             return unread
@@ -370,8 +370,9 @@ class Projector:
         cut = batch.latest
         if cut is None:
             return batch
-        # Requests are not in any feed: nothing in a feed waits for one.
-        partitions = [tp for tp in consumer.assignment() if tp.topic in self.feed_topics]
+        # The requests topic too: a JobRequested is its job's first archived event, and the
+        # dispatcher's answer to it on the events topic can be read first.
+        partitions = list(consumer.assignment())
         # Tansu's ListOffsets can under-report an end: the fetches' high-water marks count too.
         listed = await consumer.end_offsets(partitions)
         ends = {tp: max(listed[tp], consumer.highwater(tp) or 0) for tp in partitions}

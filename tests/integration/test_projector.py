@@ -473,6 +473,36 @@ async def test_terminal_status_never_regresses_when_events_arrive_out_of_order(
     assert tuple(first_attempt) == ("FAILED", at(30))
 
 
+async def test_a_request_on_the_broker_is_archived_before_the_answer_read_ahead_of_it(
+    stack: RunningStack,
+) -> None:
+    # One message per batch: each job's answer and end, read first, could make a batch of
+    # their own ahead of the request; the answer asks the cut that reads the request too.
+    settings = await asyncio.to_thread(stack.isolated, projector_batch=1)
+    jobs = [str(uuid.uuid4()) for _ in range(12)]
+    requests = [requested(job_id, 0) for job_id in jobs]
+    answers = [
+        e
+        for job_id in jobs
+        for e in (accepted(job_id, 5, []), finished(job_id, 9, "SUCCEEDED", []))
+    ]
+    await publish(settings, outgoing(settings, requests))
+    await publish(settings, outgoing(settings, answers))
+    async with running(settings) as projector:
+        await consumed(projector, len(requests) + len(answers))
+
+    conn = await asyncpg.connect(settings.require_database())
+    try:
+        rows = await conn.fetch("SELECT job_id, type FROM event_archive ORDER BY position")
+    finally:
+        await conn.close()
+    histories: dict[str, list[str]] = {}
+    for row in rows:
+        histories.setdefault(str(row["job_id"]), []).append(row["type"])
+    expected = ["JobRequested", "JobAccepted", "JobFinished"]
+    assert histories == {job_id: expected for job_id in jobs}
+
+
 async def test_a_late_progress_report_does_not_reopen_a_finished_stage(
     settings: Settings, db: asyncpg.Connection
 ) -> None:
