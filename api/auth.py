@@ -9,9 +9,15 @@ show a key only its tenant's jobs (api/tenancy.py).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import Any
 
+import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
@@ -41,6 +47,8 @@ ADMIN_ROUTES = frozenset({"/metrics", "/dashboard/failures"})
 # These start or stop work; the other routes that read a tenant's jobs need `read`.
 SUBMIT_ROUTES = frozenset({("POST", "/jobs"), ("POST", "/jobs/{job_id}/cancel")})
 _READ_METHODS = frozenset({"GET", "HEAD"})
+# The SSE event that ends a feed whose key no longer holds; its data is the error body.
+FEED_DENIED = "denied"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,3 +163,62 @@ class AuthMiddleware:
                 {"needed": needed, "scopes": list(key.scopes)},
             )
         return None
+
+
+async def while_key_holds(
+    request: Request, events: AsyncGenerator[dict[str, Any], None]
+) -> AsyncGenerator[dict[str, Any], None]:
+    """An SSE feed's messages for as long as the key that opened it holds.
+
+    A key is checked once per request, but a feed can stay open for hours: every
+    `key_recheck_s` it is checked again, and a revoked (or deleted) key's feed ends with a
+    `denied` message carrying the error body a new request would get. An EventSource that
+    reconnects then gets the 401. While the database cannot answer the feed goes on: its own
+    queries fail the same way, and the next check decides. Open mode has no key to check.
+    """
+    key_id = caller(request).key_id
+    if key_id is None:
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event
+        return
+    pool: asyncpg.Pool = request.app.state.pool
+    every = float(request.app.state.settings.key_recheck_s)
+    authorization = request.headers.get("authorization")
+    loop = asyncio.get_running_loop()
+    check_at = loop.time() + every
+    pending: asyncio.Future[dict[str, Any]] | None = None
+    try:
+        while True:
+            if loop.time() >= check_at:
+                check_at = loop.time() + every
+                refusal = await _refusal_now(pool, authorization)
+                if refusal is not None:
+                    body = {"error": refusal.message, "error_code": refusal.code, "details": {}}
+                    yield {"event": FEED_DENIED, "data": json.dumps(body)}
+                    return
+            if pending is None:
+                pending = asyncio.ensure_future(anext(events))
+            done, _ = await asyncio.wait({pending}, timeout=max(0.0, check_at - loop.time()))
+            if pending in done:
+                finished, pending = pending, None
+                try:
+                    event = finished.result()
+                except StopAsyncIteration:
+                    return
+                yield event
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+        await events.aclose()
+
+
+async def _refusal_now(pool: asyncpg.Pool, authorization: str | None) -> KeyRefusal | None:
+    """Why the key would be refused now; None when it holds or the database cannot say."""
+    try:
+        found = await authenticate(pool, authorization)
+    except DATABASE_UNAVAILABLE_ERRORS:
+        return None
+    return found if isinstance(found, KeyRefusal) else None

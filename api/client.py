@@ -22,6 +22,9 @@ import httpx
 from httpx_sse import aconnect_sse
 
 TERMINAL_EVENTS = frozenset({"JobFinished", "JobRejected"})
+# What the API sends before it ends a feed whose key was revoked (api/auth.py); its data is the
+# error body a new request would get.
+FEED_DENIED = "denied"
 # Heartbeats arrive every 15 s by default: a minute of silence means the connection is dead.
 FEED_READ_TIMEOUT_S = 60.0
 
@@ -342,6 +345,9 @@ class StagecastClient:
                         await source.response.aread()
                         raise ApiRequestError(status, _error_body(source.response))
                     async for sse in source.aiter_sse():
+                        if sse.event == FEED_DENIED:
+                            # The key that opened the feed was revoked meanwhile.
+                            raise ApiRequestError(401, json.loads(sse.data))
                         # A heartbeat repeats the last id; the firehose opens with its start.
                         if sse.id:
                             last = int(sse.id)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import asyncpg
@@ -14,6 +14,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.auth import while_key_holds
 from api.errors import ApiError
 from api.feed_pages import PAGE, FeedPages
 from api.inputs import ascii_int
@@ -168,7 +169,7 @@ async def job_feed(
     notifier: FeedNotifier,
     job_id: uuid.UUID,
     after: int,
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Events of one job after `after`, in seq order, until the job's terminal event."""
     while True:
         # Watch before reading: a commit landing mid-query still wakes us.
@@ -212,7 +213,7 @@ async def job_events(request: Request) -> Response:
         # Nothing will follow: 204 tells an EventSource to stop reconnecting.
         return Response(status_code=204)
     feed = job_feed(state.feed_pages, state.notifier, job_id, after)
-    events = state.metrics.connected("job", feed)
+    events = state.metrics.connected("job", while_key_holds(request, feed))
     return EventSourceResponse(
         events, ping=state.settings.sse_heartbeat_s, headers={"Cache-Control": "no-store"}
     )

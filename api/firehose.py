@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,6 +26,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.auth import while_key_holds
 from api.errors import ApiError
 from api.feed import FeedNotifier, parse_resume_point
 from api.inputs import is_tenant
@@ -143,7 +144,7 @@ _FEED_END = "SELECT COALESCE(max(seq), 0) FROM job_events"
 
 async def firehose_feed(
     pool: asyncpg.Pool, notifier: FeedNotifier, wanted: FirehoseFilter, after: int
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Every event after `after` that `wanted` passes, in seq order, for as long as one listens.
 
     The first message carries only `after` as its id: an EventSource remembers it, so a client
@@ -187,9 +188,8 @@ async def firehose_events(request: Request) -> Response:
             {"given": resume, "last_seq": end},
         )
     after = end if resume is None else resume
-    events = state.metrics.connected(
-        "all", firehose_feed(state.pool, state.notifier, wanted, after)
-    )
+    feed = firehose_feed(state.pool, state.notifier, wanted, after)
+    events = state.metrics.connected("all", while_key_holds(request, feed))
     return EventSourceResponse(
         events, ping=state.settings.sse_heartbeat_s, headers={"Cache-Control": "no-store"}
     )

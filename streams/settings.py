@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     auth: Literal["open", "keys"] = "open"
     # What `stagecast keys create` gives a key without --rate: requests a minute.
     key_rate_per_minute: int = Field(default=600, ge=1, le=1_000_000)
+    # How often an open SSE feed asks again whether its key still holds: a revoked key's feeds
+    # end within this long (README "Tenants and API keys").
+    key_recheck_s: float = Field(default=10.0, gt=0)
     # Browser origins (`https://app.example:8443`) whose pages may call the API; none by default.
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     sse_heartbeat_s: float = Field(default=15.0, gt=0)

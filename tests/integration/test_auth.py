@@ -7,12 +7,13 @@ accepts are run and projected by the pipeline's worker and projector.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -22,8 +23,9 @@ import pytest
 from api.client import ApiRequestError, FeedEvent, StagecastClient
 from api.tenancy import visible_to
 from streams.launcher import Launcher
+from streams.settings import Settings
 from streams.stack import free_port
-from tests.conftest import WARMUP_DSL, Pipeline, api_alone
+from tests.conftest import WARMUP_DSL, Pipeline, RunningStack, api_alone
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +42,11 @@ def keys_api(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def stagecast(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, DATABASE_URL=pipeline.settings.require_database())
+    return stagecast_on(pipeline.settings, *args)
+
+
+def stagecast_on(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, DATABASE_URL=settings.require_database())
     return subprocess.run(
         [sys.executable, "-m", "streams.cli", *args],
         capture_output=True,
@@ -53,8 +59,14 @@ def stagecast(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str
 def create_key(
     pipeline: Pipeline, tenant: str, scopes: str = "submit,read", rate: int = 600
 ) -> str:
-    made = stagecast(
-        pipeline, "keys", "create", "--tenant", tenant, "--scopes", scopes, "--rate", str(rate)
+    return create_key_on(pipeline.settings, tenant, scopes, rate)
+
+
+def create_key_on(
+    settings: Settings, tenant: str, scopes: str = "submit,read", rate: int = 600
+) -> str:
+    made = stagecast_on(
+        settings, "keys", "create", "--tenant", tenant, "--scopes", scopes, "--rate", str(rate)
     )
     assert made.returncode == 0, made.stderr
     return made.stdout.strip()
@@ -220,6 +232,55 @@ async def test_a_revoked_key_is_refused_at_once(pipeline: Pipeline, keys_api: La
     assert unknown.returncode == 5
     assert unknown.stderr.startswith("error: KEY_NOT_FOUND: no API key")
     assert unknown.stderr.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def idle_keys_api(
+    stack: RunningStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Launcher]:
+    """A keys-mode API with no worker behind it (its jobs stay unfinished, so their feeds stay
+    open) that checks open feeds' keys again twice a second."""
+    settings = stack.isolated(auth="keys", key_recheck_s=0.5)
+    with api_alone(settings, tmp_path_factory.mktemp("idle-keys-api")) as launcher:
+        yield launcher
+
+
+async def test_a_revoked_keys_open_feeds_end_with_its_401_body(idle_keys_api: Launcher) -> None:
+    settings, url = idle_keys_api.settings, idle_keys_api.api_url
+    ours = tenant()
+    key, kept = create_key_on(settings, ours), create_key_on(settings, ours)
+
+    async def follow(feed: AsyncIterator[FeedEvent]) -> None:
+        async for _ in feed:
+            pass
+
+    async with (
+        StagecastClient(url, api_key=key) as client,
+        StagecastClient(url, api_key=kept) as keeper,
+        httpx.AsyncClient(base_url=url, headers=bearer(key)) as http,
+    ):
+        job_id = str((await client.submit(WARMUP_DSL))["job_id"])
+        revoked = [
+            asyncio.create_task(follow(client.events(job_id))),
+            asyncio.create_task(follow(client.firehose())),
+        ]
+        held = asyncio.create_task(follow(keeper.events(job_id)))
+        # Each feed has been checked again more than once and is still open.
+        await asyncio.sleep(1.5)
+        assert not any(task.done() for task in [*revoked, held])
+        done = stagecast_on(settings, "keys", "revoke", key.split("_")[1])
+        assert done.returncode == 0, done.stderr
+        for task in revoked:
+            with pytest.raises(ApiRequestError) as refused:
+                await asyncio.wait_for(task, 10)
+            assert refused.value.code == "API_KEY_REVOKED"
+        # And the key opens no feed again.
+        async with http.stream("GET", f"/jobs/{job_id}/events") as answer:
+            assert answer.status_code == 401
+        assert not held.done(), "a feed of another key of the same tenant stays open"
+        held.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await held
 
 
 @pytest.mark.parametrize(

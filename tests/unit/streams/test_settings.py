@@ -124,6 +124,8 @@ def test_cors_origins_are_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
         ("STAGECAST_CORS_ORIGINS", "ftp://app.example"),
         ("STAGECAST_AUTH", "none"),
         ("STAGECAST_KEY_RATE_PER_MINUTE", "0"),
+        ("STAGECAST_KEY_RECHECK_S", "0"),
+        ("STAGECAST_KEY_RECHECK_S", "soon"),
     ],
 )
 def test_bad_auth_and_cors_settings_are_refused(
