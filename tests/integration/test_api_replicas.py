@@ -13,7 +13,6 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from api.client import StagecastClient
 from api.outbox import OutboxRelay
@@ -26,6 +25,7 @@ from tests.conftest import EXAMPLES, Pipeline, RunningStack, api_alone
 from tests.integration.test_control import accepted_bytes, produce
 from tests.integration.test_projector import eventually, outgoing, requested, running
 from tests.integration.test_watchdog import started_bytes
+from tests.topics import from_start, held
 
 pytestmark = pytest.mark.integration
 
@@ -108,25 +108,9 @@ async def pools(settings: Settings) -> AsyncIterator[list[asyncpg.Pool]]:
 
 
 async def every_message(settings: Settings, topic: str, at_least: int) -> list[bytes]:
-    """All of `topic` from its start: read until `at_least` came and then a second of nothing."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.require_kafka(),
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=10,
-    )
-    await consumer.start()
-    found: list[bytes] = []
-    try:
-        async with asyncio.timeout(30):
-            while True:
-                batch = await consumer.getmany(timeout_ms=1000)
-                found += [m.value or b"" for messages in batch.values() for m in messages]
-                if not batch and len(found) >= at_least:
-                    return found
-    finally:
-        await consumer.stop()
+    """All of `topic`: once `at_least` came, what it holds after a second of nothing more."""
+    await from_start(settings, [topic], lambda found: len(found) >= at_least, 30)
+    return [message.value or b"" for message in await held(settings, topic, quiet_s=1.0)]
 
 
 async def test_two_relays_publish_each_pending_request_once(

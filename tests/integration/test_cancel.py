@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codec import default_codec
 from streams.launcher import Launcher
@@ -20,6 +19,7 @@ from tests.conftest import EXAMPLES, Pipeline, RunningStack, api_alone
 from tests.integration.test_api import assert_error
 from tests.integration.test_control import produce
 from tests.integration.test_dispatch_once import feed_when_quiet, request
+from tests.topics import decoded, held
 
 pytestmark = pytest.mark.integration
 
@@ -34,25 +34,10 @@ def lone_api(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 async def control_messages(settings: Settings) -> list[dict[str, object]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.require_kafka(), fetch_max_wait_ms=10)
-    await consumer.start()
-    try:
-        topic = settings.topics.control
-        await consumer.topics()
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        found = []
-        while any([await consumer.position(tp) < ends[tp] for tp in partitions]):
-            for messages in (await consumer.getmany(timeout_ms=200)).values():
-                for message in messages:
-                    event_type, record = default_codec().decode(message.value)
-                    assert event_type == "CancelRequested"
-                    found.append(record)
-        return found
-    finally:
-        await consumer.stop()
+    """Every CancelRequested the control topic holds."""
+    found = decoded(await held(settings, settings.topics.control))
+    assert {kind for kind, _ in found} <= {"CancelRequested"}
+    return [record for _, record in found]
 
 
 async def test_cancel_of_an_unfinished_job_publishes_one_cancel_request(lone_api: Launcher) -> None:

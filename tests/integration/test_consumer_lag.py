@@ -6,17 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from projections.dead_letters import RECORDER_NAME
 from projections.lag import PROJECTOR_GROUP_PREFIX, LagSampler
 from streams.settings import Settings
 from tests.conftest import Pipeline, RunningStack
 from tests.integration.test_projector import eventually, outgoing, publish, running, successful_job
+from tests.topics import held
 
 pytestmark = pytest.mark.integration
 
@@ -42,24 +43,8 @@ async def sampling(settings: Settings) -> AsyncIterator[LagSampler]:
 
 async def messages_held(settings: Settings, topic: str) -> dict[int, int]:
     """How many messages each partition of `topic` holds, counted by reading them all."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.require_kafka(), enable_auto_commit=False, fetch_max_wait_ms=10
-    )
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        held = dict.fromkeys(range(settings.partitions), 0)
-        quiet = 0
-        while quiet < 5:
-            fetched = await consumer.getmany(timeout_ms=100)
-            quiet = 0 if fetched else quiet + 1
-            for tp, messages in fetched.items():
-                held[tp.partition] += len(messages)
-        return held
-    finally:
-        await consumer.stop()
+    counts = Counter(message.partition for message in await held(settings, topic))
+    return {partition: counts[partition] for partition in range(settings.partitions)}
 
 
 async def lag_rows(settings: Settings, group: str, topic: str) -> dict[int, asyncpg.Record]:

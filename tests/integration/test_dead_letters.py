@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from projections.projector import Projector
 from schemas.codec import default_codec
@@ -30,6 +30,7 @@ from tests.integration.test_projector import (
     running,
     successful_job,
 )
+from tests.topics import decoded, from_start, held
 
 pytestmark = pytest.mark.integration
 
@@ -65,31 +66,11 @@ async def publish_at(settings: Settings, items: list[Outgoing]) -> list[Where]:
 
 async def dead_letters(settings: Settings, at_least: int, within_s: float = 30) -> list[Letter]:
     """Every DeadLetter on the topic, read to its end once at least `at_least` are there."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.require_kafka(), enable_auto_commit=False, fetch_max_wait_ms=10
-    )
-    await consumer.start()
-    try:
-        topic = settings.topics.deadletter
-        await consumer.topics()
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        found: list[Letter] = []
-        async with asyncio.timeout(within_s):
-            while True:
-                ends = await consumer.end_offsets(partitions)
-                while any([await consumer.position(tp) < ends[tp] for tp in partitions]):
-                    for messages in (await consumer.getmany(timeout_ms=100)).values():
-                        for message in messages:
-                            event_type, record = default_codec().decode(message.value)
-                            assert event_type == "DeadLetter"
-                            found.append(record)
-                if len(found) >= at_least:
-                    return found
-                await asyncio.sleep(0.05)
-    finally:
-        await consumer.stop()
+    topic = settings.topics.deadletter
+    await from_start(settings, [topic], lambda found: len(found) >= at_least, within_s)
+    found = decoded(await held(settings, topic))
+    assert {kind for kind, _ in found} <= {"DeadLetter"}
+    return [record for _, record in found]
 
 
 def spawn_projector(settings: Settings) -> subprocess.Popen[bytes]:

@@ -6,12 +6,10 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from api.outbox import OutboxRelay
 from schemas.codec import default_codec
@@ -28,6 +26,7 @@ from tests.integration.test_projector import (
     stage_changed,
     successful_job,
 )
+from tests.topics import Decoded, events_from_start
 
 pytestmark = pytest.mark.integration
 
@@ -50,32 +49,6 @@ async def publisher(settings: Settings) -> AsyncIterator[EventPublisher]:
     await started.start()
     yield started
     await started.stop()
-
-
-Decoded = tuple[str, dict[str, Any]]
-
-
-async def read_topic(
-    settings: Settings, topic: str, until: Callable[[list[Decoded]], bool]
-) -> list[Decoded]:
-    """The events of `topic` from its start, decoded, read until `until` says enough."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.require_kafka(),
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=10,
-    )
-    await consumer.start()
-    found: list[Decoded] = []
-    try:
-        async with asyncio.timeout(20):
-            while not until(found):
-                for messages in (await consumer.getmany(timeout_ms=200)).values():
-                    found += [default_codec().decode(m.value or b"") for m in messages]
-    finally:
-        await consumer.stop()
-    return found
 
 
 async def test_offsets_of_another_generation_are_dropped_and_every_partition_read_again(
@@ -160,7 +133,7 @@ async def test_relay_publishes_a_request_that_was_accepted_but_never_published(
         await pool.close()
     assert first is not None and first.published == 1
     assert again is not None and again.published == 0
-    [(event_type, record)] = await read_topic(settings, settings.topics.requests, any)
+    [(event_type, record)] = await events_from_start(settings, [settings.topics.requests], any)
     assert (event_type, record["job_id"]) == ("JobRequested", job_id)
     published = await db.fetchval(
         "SELECT published_generation FROM request_outbox WHERE job_id = $1", uuid.UUID(job_id)
@@ -200,7 +173,7 @@ async def test_relay_publishes_again_a_request_no_dispatcher_took_and_not_one_it
         await pool.close()
     assert first is not None and first.published == 1
     assert again is not None and again.published == 0
-    [(event_type, record)] = await read_topic(settings, settings.topics.requests, any)
+    [(event_type, record)] = await events_from_start(settings, [settings.topics.requests], any)
     assert (event_type, record["job_id"]) == ("JobRequested", skipped)
 
 
@@ -229,7 +202,9 @@ async def test_relay_redrives_unfinished_jobs_of_a_lost_generation_and_ends_thos
         await pool.close()
     assert first is not None and (first.published, first.lost) == (1, 1)
     assert again is not None and (again.published, again.lost) == (0, 0)
-    requests = await read_topic(settings, settings.topics.requests, lambda got: len(got) >= 3)
+    requests = await events_from_start(
+        settings, [settings.topics.requests], lambda got: len(got) >= 3
+    )
     assert Counter(record["job_id"] for _, record in requests) == {redriven: 2, finished: 1}
 
     def lost_ended(got: list[Decoded]) -> bool:
@@ -237,7 +212,7 @@ async def test_relay_redrives_unfinished_jobs_of_a_lost_generation_and_ends_thos
 
     endings = [
         record
-        for kind, record in await read_topic(settings, settings.topics.events, lost_ended)
+        for kind, record in await events_from_start(settings, [settings.topics.events], lost_ended)
         if kind == "JobFinished" and record["job_id"] == lost
     ]
     assert len(endings) == 1

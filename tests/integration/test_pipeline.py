@@ -9,12 +9,13 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from api.client import ApiRequestError, FeedEvent, StagecastClient
 from schemas.codec import default_codec
 from streams.demo import expectation
 from tests.conftest import EXAMPLES, RESTRICTED_STAGES, Pipeline
+from tests.topics import Decoded, events_from_start
 
 pytestmark = pytest.mark.integration
 
@@ -153,23 +154,18 @@ async def test_invalid_example_fails_with_its_code_and_line(pipeline: Pipeline, 
 
 
 async def _dead_letters(pipeline: Pipeline, wanted: bytes) -> dict[str, Any]:
-    codec = default_codec()
-    consumer = AIOKafkaConsumer(
-        pipeline.settings.topics.deadletter,
-        bootstrap_servers=pipeline.settings.require_kafka(),
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=10,
+    """The dead letter of the message `wanted`, once it is on the topic."""
+
+    def letters(found: list[Decoded]) -> list[dict[str, Any]]:
+        return [record for kind, record in found if kind == "DeadLetter"]
+
+    found = await events_from_start(
+        pipeline.settings,
+        [pipeline.settings.topics.deadletter],
+        lambda got: any(letter["value"] == wanted for letter in letters(got)),
+        FEED_TIMEOUT,
     )
-    await consumer.start()
-    try:
-        async with asyncio.timeout(FEED_TIMEOUT):
-            async for message in consumer:
-                event_type, record = codec.decode(message.value)
-                if event_type == "DeadLetter" and record["value"] == wanted:
-                    return record
-    finally:
-        await consumer.stop()
-    raise AssertionError("unreachable")
+    return next(letter for letter in letters(found) if letter["value"] == wanted)
 
 
 async def test_garbage_on_requests_is_dead_lettered_and_the_next_job_completes(

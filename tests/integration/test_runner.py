@@ -11,7 +11,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaConnectionError
 
 from schemas.codec import default_codec
@@ -22,8 +21,10 @@ from streams.handoff import Handoff
 from streams.intake import Intake
 from streams.producer import EventPublisher
 from streams.runner import StageCommand, StageLogic, StageReporter, StageRunner
+from streams.settings import Settings
 from streams.stage import Outcome, StageCancelled, StageResult
 from tests.conftest import RunningStack
+from tests.topics import Decoded, Message, decoded, from_start
 
 pytestmark = pytest.mark.integration
 
@@ -65,33 +66,14 @@ def command_bytes(
     return default_codec().encode("StageCommand", record)
 
 
-async def from_start(
-    settings: Any, topics: list[str], count: int
-) -> list[ConsumerRecord[Any, Any]]:
+async def first(settings: Settings, topics: list[str], count: int) -> list[Message]:
     """The first `count` messages of `topics`, read from their start."""
-    consumer = AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=settings.require_kafka(),
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=10,
-    )
-    await consumer.start()
-    found: list[ConsumerRecord[Any, Any]] = []
-    try:
-        async with asyncio.timeout(20):
-            async for message in consumer:
-                found.append(message)
-                if len(found) == count:
-                    break
-    finally:
-        await consumer.stop()
-    return found
+    found = await from_start(settings, topics, lambda got: len(got) >= count)
+    return found[:count]
 
 
-async def read_all(
-    settings: Any, topics: list[str], count: int
-) -> list[tuple[str, dict[str, Any]]]:
-    return [default_codec().decode(m.value) for m in await from_start(settings, topics, count)]
+async def read_all(settings: Settings, topics: list[str], count: int) -> list[Decoded]:
+    return decoded(await first(settings, topics, count))
 
 
 async def test_crash_fails_the_job_and_bad_input_is_dead_lettered(stack: RunningStack) -> None:
@@ -406,7 +388,7 @@ async def test_a_second_delivery_while_the_stage_runs_waits_for_it_instead_of_ru
 
 async def consumed_command(settings: Any, stage: str) -> Origin:
     """The StageCommand a stage published for `stage`, as its consumer would receive it."""
-    (message,) = await from_start(settings, [settings.topics.stage(stage)], 1)
+    (message,) = await first(settings, [settings.topics.stage(stage)], 1)
     return Origin.of(message)
 
 
@@ -531,5 +513,5 @@ async def test_a_command_goes_to_a_partition_this_worker_reads_so_that_it_is_han
             await parsed(settings, parse, job_id, offset)
     # Every job's compile ran here, whatever partition its key hashes to.
     assert compiled == jobs
-    commands = await from_start(settings, [settings.topics.stage("compile")], len(jobs))
+    commands = await first(settings, [settings.topics.stage("compile")], len(jobs))
     assert [message.partition for message in commands] == [2, 2, 2, 2]
