@@ -3,7 +3,8 @@
 
 The consumers are the workers' consumer group (its offsets committed to Kafka, read with
 OffsetFetch for the partitions it reads: the embedded broker drops the connection on an
-OffsetFetch for all of a group's topics) and the projectors, whose offsets live in
+OffsetFetch for all of a group's topics) and the projectors and recorders (the projector, the
+dead-letter recorder, the webhooks process's recorder), whose offsets live in
 `projection_offsets`. A partition's end is the high-water mark of a fetch at its end: the
 embedded broker's ListOffsets can under-report it.
 """
@@ -24,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from projections.dead_letters import RECORDER_NAME
+from projections.webhooks.recorder import RECORDER_NAME as WEBHOOKS_RECORDER_NAME
 from streams.generation import GenerationUnknown, broker_state
 from streams.settings import STAGES, Settings
 
@@ -65,6 +67,7 @@ def consumers(settings: Settings, projectors: Iterable[str]) -> list[Consumer]:
     read_by = {
         "main": (topics.requests, topics.events, topics.progress),
         RECORDER_NAME: (topics.deadletter,),
+        WEBHOOKS_RECORDER_NAME: (topics.events,),
     }
     workers = Consumer(settings.app_id, (topics.requests, *(topics.stage(s) for s in STAGES)))
     return [workers] + [
@@ -113,7 +116,7 @@ class LagSampler:
     def __init__(
         self,
         settings: Settings,
-        projectors: Sequence[str] = ("main", RECORDER_NAME),
+        projectors: Sequence[str] = ("main", RECORDER_NAME, WEBHOOKS_RECORDER_NAME),
         interval_s: float | None = None,
     ) -> None:
         self.settings = settings

@@ -19,6 +19,7 @@ from projections.metrics import LagMetrics, RecorderMetrics
 from projections.migrate import migrate
 from projections.projector import Projector
 from projections.session import cancelled_beneath
+from projections.webhooks.recorder import RECORDER_NAME as WEBHOOKS_RECORDER_NAME
 from schemas.codec import default_codec
 from streams.diagnostics import dump_tasks_on_sigusr1
 from streams.exposition import serve_metrics
@@ -36,7 +37,10 @@ async def run_projector_process(settings: Settings) -> None:
     codec = default_codec()
     projector = Projector(settings, codec)
     recorder = DeadLetterRecorder(settings, codec)
-    sampler = LagSampler(settings, projectors=(projector.name, RECORDER_NAME))
+    # The webhooks process's recorder too: it keeps its offsets in the same table.
+    sampler = LagSampler(
+        settings, projectors=(projector.name, RECORDER_NAME, WEBHOOKS_RECORDER_NAME)
+    )
     registry = CollectorRegistry()
     registry.register(projector.metrics)
     registry.register(RecorderMetrics(recorder.stats))

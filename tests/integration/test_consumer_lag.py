@@ -14,6 +14,7 @@ import pytest
 
 from projections.dead_letters import RECORDER_NAME
 from projections.lag import PROJECTOR_GROUP_PREFIX, LagSampler
+from projections.webhooks.recorder import RECORDER_NAME as WEBHOOKS_RECORDER_NAME
 from streams.settings import Settings
 from tests.conftest import Pipeline, RunningStack
 from tests.integration.test_projector import eventually, outgoing, publish, running, successful_job
@@ -82,10 +83,15 @@ async def test_lag_counts_every_message_not_yet_projected_then_drops_to_zero(
         # No worker reads these topics: the group lags by every request.
         requests = await lag_rows(settings, settings.app_id, settings.topics.requests)
         assert sum(row["lag"] for row in requests.values()) == 40
+        # Nor does a webhooks process: its recorder lags by every event.
+        webhooks = PROJECTOR_GROUP_PREFIX + WEBHOOKS_RECORDER_NAME
+        unrecorded = await lag_rows(settings, webhooks, events)
+        assert sum(row["lag"] for row in unrecorded.values()) == sum(held.values())
         assert {s.consumer_group for s in sampler.latest} == {
             settings.app_id,
             MAIN,
             PROJECTOR_GROUP_PREFIX + RECORDER_NAME,
+            webhooks,
         }
 
         async with running(settings):
@@ -119,7 +125,12 @@ async def test_the_running_stack_samples_its_workers_and_projectors_and_idles_at
     pipeline: Pipeline,
 ) -> None:
     settings = pipeline.settings
-    groups = {settings.app_id, MAIN, PROJECTOR_GROUP_PREFIX + RECORDER_NAME}
+    groups = {
+        settings.app_id,
+        MAIN,
+        PROJECTOR_GROUP_PREFIX + RECORDER_NAME,
+        PROJECTOR_GROUP_PREFIX + WEBHOOKS_RECORDER_NAME,
+    }
     conn = await asyncpg.connect(settings.require_database())
     try:
 
