@@ -130,13 +130,19 @@ def test_ports_partitions_and_servers_agree_with_the_settings() -> None:
     env, services = environment(), compose()["services"]
     api_port = env["STAGECAST_API_PORT"]
     assert services["api"]["ports"] == [f"127.0.0.1:{api_port}:{api_port}"]
-    for service, variable in (
-        ("worker", "WORKER"),
-        ("projector", "PROJECTOR"),
-        ("webhooks", "WEBHOOKS"),
-    ):
+    for service, variable in (("projector", "PROJECTOR"), ("webhooks", "WEBHOOKS")):
         port = env[f"STAGECAST_{variable}_METRICS_PORT"]
         assert services[service]["ports"] == [f"127.0.0.1:{port}:{port}"]
+    # Workers scale out (`--scale worker=N`): each replica a host port of its own from a range
+    # that holds one per partition and meets no other service's port.
+    worker_port = env["STAGECAST_WORKER_METRICS_PORT"]
+    [published] = services["worker"]["ports"]
+    host, ports, inside = published.split(":")
+    first, last = map(int, ports.split("-"))
+    assert (host, inside) == ("127.0.0.1", worker_port)
+    assert last - first + 1 >= int(env["STAGECAST_PARTITIONS"])
+    others = {int(env[f"STAGECAST_{v}_METRICS_PORT"]) for v in ("PROJECTOR", "WEBHOOKS")}
+    assert not others & set(range(first, last + 1)) and int(api_port) not in range(first, last + 1)
     kafka = services["kafka"]["environment"]
     assert kafka["KAFKA_NUM_PARTITIONS"] == env["STAGECAST_PARTITIONS"]
     assert kafka["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{env['KAFKA_BOOTSTRAP_SERVERS']}"
