@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from dataclasses import dataclass
 
 import asyncpg
@@ -19,7 +18,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from projections.batch import Batch
 from projections.metrics import ProjectorMetrics
-from projections.migrate import migrate
 from projections.precedence import Precedence
 from projections.session import (
     GenerationChanged,
@@ -29,14 +27,14 @@ from projections.session import (
     resume_sessions,
 )
 from projections.writer import NOTIFY_CHANNEL, Applied, ProjectionWriter
-from schemas.codec import Codec, default_codec
+from schemas.codec import Codec
 from streams.envelope import dead_letter
 from streams.fetch_pace import FetchPace
 from streams.generation import broker_state
 from streams.producer import EventPublisher
 from streams.settings import Settings
 
-__all__ = ["NOTIFY_CHANNEL", "Projector", "ProjectorStats", "run_projector"]
+__all__ = ["NOTIFY_CHANNEL", "Projector", "ProjectorStats"]
 
 # How long an idle fetch waits before looking at the stop event again.
 _IDLE_POLL_MS = 200
@@ -420,17 +418,3 @@ class Projector:
                 return trimmed
         log.warning("projector %s: partitions not read to the cut in time", self.name)
         return batch
-
-
-async def run_projector(settings: Settings) -> None:
-    """Migrate, then project until SIGINT or SIGTERM, finishing the batch in flight."""
-    await migrate(settings.require_database())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await Projector(settings, default_codec()).run(stop)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)

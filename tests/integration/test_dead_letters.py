@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -22,20 +18,17 @@ from streams.producer import EventPublisher, Outgoing
 from streams.settings import Settings
 from tests.conftest import Pipeline, RunningStack
 from tests.integration.test_projector import (
-    PROJECTOR_PROCESS,
     consumed,
     event,
     eventually,
     outgoing,
     running,
+    spawn_projector,
     successful_job,
 )
 from tests.topics import decoded, from_start, held
 
 pytestmark = pytest.mark.integration
-
-# The projector process must run this checkout's code, not the installed one's.
-ROOT = Path(__file__).resolve().parents[2]
 
 Letter = dict[str, Any]
 Where = tuple[str, int, int]  # topic, partition, offset
@@ -71,17 +64,6 @@ async def dead_letters(settings: Settings, at_least: int, within_s: float = 30) 
     found = decoded(await held(settings, topic))
     assert {kind for kind, _ in found} <= {"DeadLetter"}
     return [record for _, record in found]
-
-
-def spawn_projector(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.require_kafka(),
-        "DATABASE_URL": settings.require_database(),
-        "STAGECAST_TOPIC_PREFIX": settings.topic_prefix,
-        "STAGECAST_PROJECTOR_BATCH": "40",
-    }
-    return subprocess.Popen([sys.executable, "-c", PROJECTOR_PROCESS], env=env, cwd=ROOT)
 
 
 def where(letter: Letter) -> Where:

@@ -36,6 +36,7 @@ TOPIC_OF = {
     "MetricRecorded": "progress",
     "ArtifactStored": "progress",
 }
+ROOT = Path(__file__).resolve().parents[2]
 MODEL_PY = b"import torch\n\nclass Model(torch.nn.Module):\n    pass\n"
 
 Event = tuple[str, dict[str, Any]]  # (event type, record)
@@ -637,13 +638,8 @@ async def test_notify_arrives_after_commit_with_the_max_seq_and_the_jobs(
     assert int(head) == final == projector.stats.last_seq
 
 
-PROJECTOR_PROCESS = (
-    "import asyncio; from projections.projector import run_projector;"
-    " from streams.settings import Settings; asyncio.run(run_projector(Settings()))"
-)
-
-
-def spawn_projector(settings: Settings, cwd: Path) -> subprocess.Popen[bytes]:
+def spawn_projector(settings: Settings) -> subprocess.Popen[bytes]:
+    """`stagecast projector` on `settings`'s topics and database, in batches of 40."""
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": settings.require_kafka(),
@@ -651,7 +647,8 @@ def spawn_projector(settings: Settings, cwd: Path) -> subprocess.Popen[bytes]:
         "STAGECAST_TOPIC_PREFIX": settings.topic_prefix,
         "STAGECAST_PROJECTOR_BATCH": "40",
     }
-    return subprocess.Popen([sys.executable, "-c", PROJECTOR_PROCESS], env=env, cwd=cwd)
+    # From the checkout's root: the process runs this checkout's code, not an installed one's.
+    return subprocess.Popen([sys.executable, "-m", "streams.cli", "projector"], env=env, cwd=ROOT)
 
 
 async def test_sigkill_mid_stream_loses_and_doubles_nothing(
@@ -660,7 +657,7 @@ async def test_sigkill_mid_stream_loses_and_doubles_nothing(
     jobs = [str(uuid.uuid4()) for _ in range(60)]
     items = [item for job_id in jobs for item in outgoing(settings, successful_job(job_id))]
     expected = {str(item.record["event_id"]) for item in items if item.event_type != "JobRequested"}
-    process = spawn_projector(settings, tmp_path)
+    process = spawn_projector(settings)
     try:
 
         async def produce_slowly() -> None:
@@ -679,7 +676,7 @@ async def test_sigkill_mid_stream_loses_and_doubles_nothing(
         killed_at = await db.fetchval("SELECT count(*) FROM job_events")
         await producing
         assert killed_at < len(expected), "the kill should land mid-stream"
-        process = spawn_projector(settings, tmp_path)
+        process = spawn_projector(settings)
 
         async def all_projected() -> bool:
             return bool(await db.fetchval("SELECT count(*) >= $1 FROM job_events", len(expected)))
