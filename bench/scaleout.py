@@ -52,13 +52,19 @@ class Phase:
 
 @contextmanager
 def cpu_used(launcher: Launcher, into: dict[str, float]) -> Iterator[None]:
-    """Fills `into` with each process's CPU seconds while the block ran (this client too)."""
+    """Fills `into` with each process's CPU seconds while the block ran (this client too).
+
+    The client's own time only: the stack's processes are this process's children, and a tree
+    reading of it would count them twice.
+    """
     info = launcher.stack_info()["pids"]
     assert isinstance(info, dict)
-    pids = {name: pid for name, pid in info.items() if pid} | {"client": os.getpid()}
+    pids = {name: pid for name, pid in info.items() if pid}
     before = {name: tree_cpu(pid) for name, pid in pids.items()}
+    client_before = time.process_time()
     yield
     into.update({name: tree_cpu(pid) - before[name] for name, pid in pids.items()})
+    into["client"] = time.process_time() - client_before
 
 
 def measure(workers: int, kafka_jobs: int, api_jobs: int, concurrency: int) -> list[Phase]:
