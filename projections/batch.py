@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -334,9 +335,12 @@ class Batch:
         merged = _MERGE.order(by_partition.values())
         return [(position, *row[1:]) for position, row in enumerate(merged)]
 
-    def trimmed(self, cut: datetime) -> tuple[Batch, dict[tuple[str, int], int]]:
+    def trimmed(
+        self, cut: datetime, whole: Collection[str] = ()
+    ) -> tuple[Batch, dict[tuple[str, int], int]]:
         """This batch without, in each partition, the first event at or after `cut` and all
         that follows it; and the offset each shortened partition must be read from again.
+        The partitions of the `whole` topics are kept as read.
 
         For a consistent cut that could not be read to its end in time: when one partition
         was read only up to `cut`, events at `cut` or later elsewhere may follow what it has
@@ -347,6 +351,9 @@ class Batch:
         for consumed in self._consumed:
             tp = (consumed.topic, consumed.partition)
             occurred_at = consumed.occurred_at
+            if consumed.topic in whole:
+                kept.take(consumed)
+                continue
             if tp not in resume and occurred_at is not None and occurred_at >= cut:
                 resume[tp] = consumed.offset
             if tp not in resume:

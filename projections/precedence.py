@@ -59,14 +59,12 @@ class Precedence:
         """Whether every row of a batch that follows something on another topic finds it in
         the batch itself or in a batch noted before: then no cut is needed."""
         started, progress = self._read(rows)
-        requested = {row[_JOB] for row in rows if row[_TYPE] == "JobRequested"}
+        if self.unrequested(rows):
+            return False
         for row in rows:
             event_type = row[_TYPE]
             attempt = _attempt_of(row)
-            if event_type in DISPATCHED_EVENTS:
-                if row[_JOB] not in requested and row[_JOB] not in self._requested:
-                    return False
-            elif event_type in PROGRESS_EVENTS:
+            if event_type in PROGRESS_EVENTS:
                 if attempt not in started and attempt not in self._started:
                     return False
             elif event_type == "StageChanged" and row[_STATUS] != "STARTED":
@@ -79,6 +77,18 @@ class Precedence:
                 if len(seen) != reported:
                     return False
         return True
+
+    def unrequested(self, rows: Sequence[StagedRow]) -> set[str]:
+        """The jobs the dispatcher answers in `rows` whose JobRequested is neither in `rows` nor
+        in a batch noted before."""
+        requested = {row[_JOB] for row in rows if row[_TYPE] == "JobRequested"}
+        return {
+            row[_JOB]
+            for row in rows
+            if row[_TYPE] in DISPATCHED_EVENTS
+            and row[_JOB] not in requested
+            and row[_JOB] not in self._requested
+        }
 
     def note(self, rows: Sequence[StagedRow]) -> None:
         """Remember a batch handed to the writer (a batch that fails to commit ends the session,

@@ -314,7 +314,7 @@ class Projector:
             if (writing is None or writing.done()) and self._caught_up(consumer):
                 break
         if batch.needs_cut and not precedence.settled(batch.rows):
-            return await self._read_to_cut(consumer, batch, stop)
+            return await self._read_to_cut(consumer, batch, stop, precedence)
         return batch
 
     def _furthest_behind(self, consumer: AIOKafkaConsumer, batch: Batch) -> list[TopicPartition]:
@@ -356,7 +356,11 @@ class Projector:
         return False
 
     async def _read_to_cut(
-        self, consumer: AIOKafkaConsumer, batch: Batch, stop: asyncio.Event
+        self,
+        consumer: AIOKafkaConsumer,
+        batch: Batch,
+        stop: asyncio.Event,
+        precedence: Precedence,
     ) -> Batch:
         """Read the other partitions up to the batch's latest event time: a consistent cut.
 
@@ -367,10 +371,15 @@ class Projector:
         next batch; the cut adds at most one batch size, so a backlog is not swallowed whole.
         When that is not enough (a backlog, a rebuild), the cut moves back to where the slowest
         partition got and what lies at or past it waits for the next batch.
+
+        A request follows nothing, so a requests partition is read past the cut while an answer
+        in the batch lacks its request: the API (or another producer) stamps a request by a
+        clock that may run ahead of the dispatcher's. Requests are never trimmed off again.
         """
         cut = batch.latest
         if cut is None:
             return batch
+        requests = self.settings.topics.requests
         # The requests topic too: a JobRequested is its job's first archived event, and the
         # dispatcher's answer to it on the events topic can be read first.
         partitions = list(consumer.assignment())
@@ -402,6 +411,9 @@ class Projector:
                     )
                     occurred_at = consumed.occurred_at
                     if occurred_at is not None and occurred_at > cut:
+                        if tp.topic == requests and precedence.unrequested(batch.rows):
+                            batch.take(consumed)
+                            continue
                         # Past the cut: it opens the next batch, with what came before it.
                         consumer.seek(tp, message.offset)
                         open_.discard(tp)
@@ -414,7 +426,8 @@ class Projector:
             return batch
         reached = [batch.reached.get((tp.topic, tp.partition)) for tp in open_]
         if None not in reached:
-            trimmed, resume = batch.trimmed(min(r for r in reached if r is not None))
+            earliest = min(r for r in reached if r is not None)
+            trimmed, resume = batch.trimmed(earliest, whole={requests})
             if len(trimmed):
                 for (topic, partition), offset in resume.items():
                     consumer.seek(TopicPartition(topic, partition), offset)

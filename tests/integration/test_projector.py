@@ -474,14 +474,17 @@ async def test_terminal_status_never_regresses_when_events_arrive_out_of_order(
     assert tuple(first_attempt) == ("FAILED", at(30))
 
 
+# The request's clock: the dispatcher's, or 50 ms ahead of it (the API on another machine).
+@pytest.mark.parametrize("request_at", [0, 50])
 async def test_a_request_on_the_broker_is_archived_before_the_answer_read_ahead_of_it(
-    stack: RunningStack,
+    stack: RunningStack, request_at: int
 ) -> None:
     # One message per batch: each job's answer and end, read first, could make a batch of
-    # their own ahead of the request; the answer asks the cut that reads the request too.
+    # their own ahead of the request; the answer asks the cut that reads the request too,
+    # past the cut's time when the request's clock runs ahead.
     settings = await asyncio.to_thread(stack.isolated, projector_batch=1)
     jobs = [str(uuid.uuid4()) for _ in range(12)]
-    requests = [requested(job_id, 0) for job_id in jobs]
+    requests = [requested(job_id, request_at) for job_id in jobs]
     answers = [
         e
         for job_id in jobs

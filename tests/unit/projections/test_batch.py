@@ -302,3 +302,32 @@ def test_trimming_at_a_cut_keeps_each_partition_up_to_its_first_event_at_or_past
     ).occurred_at
     assert first is not None and not batch.starts_before(first)
     assert batch.reached[("events", 0)] == cut  # the latest time read, not the last one
+
+
+def test_trimming_keeps_the_partitions_of_whole_topics_as_read() -> None:
+    job = str(uuid.uuid4())
+    request = common(
+        job_id=job,
+        occurred_at=1050,
+        kind="MODEL",
+        dsl="network X {}",
+        code=None,
+        target="pytorch",
+        stages=[],
+        train=None,
+        limits=None,
+        labels={},
+        idempotency_key=None,
+    )
+    batch = Batch(default_codec())
+    add(batch, "events", 0, "StageChanged", stage_changed(job, 1000, "STARTED"))
+    add(batch, "events", 1, "StageChanged", stage_changed(job, 1010, "SUCCEEDED"))
+    # A request stamped by a clock ahead of the others: past the cut, yet it follows nothing.
+    add(batch, "requests", 0, "JobRequested", request)
+    cut = batch.reached[("events", 0)]
+    trimmed, resume = batch.trimmed(cut)
+    assert feed_of(trimmed) == ["StageChanged STARTED"]
+    assert resume == {("events", 0): 1, ("requests", 0): 0}
+    kept, resume = batch.trimmed(cut, whole={"requests"})
+    assert sorted(feed_of(kept)) == ["JobRequested", "StageChanged STARTED"]
+    assert resume == {("events", 0): 1}

@@ -120,3 +120,13 @@ def test_the_dispatchers_answer_needs_its_request_read() -> None:
     assert precedence.settled([requested, accepted])
     precedence.note([requested])
     assert precedence.settled([accepted, started("parse")])
+
+
+def test_unrequested_names_the_answers_whose_request_is_not_read() -> None:
+    accepted = row("JobAccepted", kind="MODEL", target="pytorch", stages=["parse"])
+    requested = row("JobRequested", kind="MODEL", dsl="network X {}", target="pytorch")
+    precedence = Precedence()
+    assert precedence.unrequested([accepted, started("parse")]) == {JOB}
+    assert precedence.unrequested([accepted, requested]) == set()
+    precedence.note([requested])
+    assert precedence.unrequested([accepted]) == set()
