@@ -216,9 +216,12 @@ async def while_key_holds(
 
 
 async def _refusal_now(pool: asyncpg.Pool, authorization: str | None) -> KeyRefusal | None:
-    """Why the key would be refused now; None when it holds or the database cannot say."""
+    """Why the key would be refused now; None when it holds or the database cannot say (an
+    outage, a statement timeout): the next check decides."""
     try:
         found = await authenticate(pool, authorization)
+    except asyncpg.PostgresError:
+        return None
     except DATABASE_UNAVAILABLE_ERRORS:
         return None
     return found if isinstance(found, KeyRefusal) else None

@@ -347,7 +347,7 @@ class StagecastClient:
                     async for sse in source.aiter_sse():
                         if sse.event == FEED_DENIED:
                             # The key that opened the feed was revoked meanwhile.
-                            raise ApiRequestError(401, json.loads(sse.data))
+                            raise ApiRequestError(401, _denied_body(sse.data))
                         # A heartbeat repeats the last id; the firehose opens with its start.
                         if sse.id:
                             last = int(sse.id)
@@ -367,6 +367,17 @@ class StagecastClient:
             raise ApiRequestError(response.status_code, _error_body(response))
         body: dict[str, Any] = response.json()
         return body
+
+
+def _denied_body(data: str) -> dict[str, Any]:
+    """The error body a `denied` message carries, or one made up when it is not ours."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        return body
+    return {"error": data[:200], "error_code": "FEED_DENIED"}
 
 
 def _error_body(response: httpx.Response) -> dict[str, Any]:

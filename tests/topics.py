@@ -58,8 +58,9 @@ async def events_from_start(
 
 
 async def held(settings: Settings, topic: str, quiet_s: float = 0.5) -> list[Message]:
-    """Everything `topic` holds: every partition read from its start until `quiet_s` passes
-    with nothing more. Not up to the ends ListOffsets names: Tansu's can be short."""
+    """Everything `topic` holds: every partition read from its start to at least the end
+    ListOffsets names, then on until `quiet_s` passes with nothing more (Tansu's ListOffsets
+    can name an end short of the last message)."""
     consumer = _consumer(settings)
     await consumer.start()
     try:
@@ -68,15 +69,19 @@ async def held(settings: Settings, topic: str, quiet_s: float = 0.5) -> list[Mes
         partitions = [TopicPartition(topic, number) for number in numbers]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
         found: list[Message] = []
         loop = asyncio.get_running_loop()
         quiet_until = loop.time() + quiet_s
-        while loop.time() < quiet_until:
-            fetched = await consumer.getmany(timeout_ms=100)
-            if fetched:
-                quiet_until = loop.time() + quiet_s
-            for messages in fetched.values():
-                found += messages
+        async with asyncio.timeout(30):
+            while loop.time() < quiet_until or any(
+                [await consumer.position(tp) < ends[tp] for tp in partitions]
+            ):
+                fetched = await consumer.getmany(timeout_ms=100)
+                if fetched:
+                    quiet_until = loop.time() + quiet_s
+                for messages in fetched.values():
+                    found += messages
         return found
     finally:
         await consumer.stop()
