@@ -271,6 +271,7 @@ def staged_row(
 _TOPIC = STAGED_COLUMNS.index("topic")
 _PARTITION = STAGED_COLUMNS.index("partition")
 _OCCURRED_AT = STAGED_COLUMNS.index("occurred_at")
+_JOB_ID = STAGED_COLUMNS.index("job_id")
 _MERGE = FeedMerge(STAGED_COLUMNS)
 
 
@@ -291,6 +292,11 @@ class Consumed(NamedTuple):
     def occurred_at(self) -> datetime | None:
         """When the event happened; None for a message that is not a storable event."""
         return None if self.row is None else self.row[_OCCURRED_AT]
+
+    @property
+    def job_id(self) -> str | None:
+        """The event's job; None for a message that is not a storable event."""
+        return None if self.row is None else self.row[_JOB_ID]
 
 
 @dataclass

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from projections.batch import Batch
+from projections.batch import Batch, Consumed
 from projections.metrics import ProjectorMetrics
 from projections.precedence import Precedence
 from projections.session import (
@@ -73,6 +73,32 @@ class ProjectorStats:
         self.batches += 1
         if applied.max_seq is not None:
             self.last_seq = applied.max_seq
+
+
+class _EarlyRequests:
+    """Requests a cut takes past its time, while an answer in the batch lacks its request.
+
+    The answers lacking one are counted again only once rows other than the requests taken
+    for them came in: a long read of requests stays linear.
+    """
+
+    def __init__(self, batch: Batch, precedence: Precedence) -> None:
+        self._batch = batch
+        self._precedence = precedence
+        self._missing: set[str] = set()
+        self._counted = -1
+
+    def took(self, consumed: Consumed) -> bool:
+        """Whether `consumed` (a request past the cut) went into the batch."""
+        if self._counted != len(self._batch.rows):
+            self._missing = self._precedence.unrequested(self._batch.rows)
+        if not self._missing:
+            return False
+        self._batch.take(consumed)
+        if consumed.job_id is not None:
+            self._missing.discard(consumed.job_id)
+        self._counted = len(self._batch.rows)
+        return True
 
 
 class Projector:
@@ -389,6 +415,7 @@ class Projector:
         open_ = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
         loop = asyncio.get_running_loop()
         give_up = loop.time() + _CUT_TIMEOUT_S
+        early = _EarlyRequests(batch, precedence)
         # A backlog written within one instant must not turn one batch into all of it.
         room = len(batch) + self.settings.projector_batch
         while open_ and not stop.is_set() and loop.time() < give_up:
@@ -411,8 +438,7 @@ class Projector:
                     )
                     occurred_at = consumed.occurred_at
                     if occurred_at is not None and occurred_at > cut:
-                        if tp.topic == requests and precedence.unrequested(batch.rows):
-                            batch.take(consumed)
+                        if tp.topic == requests and early.took(consumed):
                             continue
                         # Past the cut: it opens the next batch, with what came before it.
                         consumer.seek(tp, message.offset)
