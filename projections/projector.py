@@ -76,29 +76,33 @@ class ProjectorStats:
 
 
 class _EarlyRequests:
-    """Requests a cut takes past its time, while an answer in the batch lacks its request.
+    """The answers in a batch that lack their request, while a cut reads requests on for them.
 
-    The answers lacking one are counted again only once rows other than the requests taken
-    for them came in: a long read of requests stays linear.
+    Counted again only once rows other than the requests taken here came in: a long read of
+    requests stays linear in its length.
     """
 
     def __init__(self, batch: Batch, precedence: Precedence) -> None:
-        self._batch = batch
+        self.batch = batch
         self._precedence = precedence
         self._missing: set[str] = set()
         self._counted = -1
 
-    def took(self, consumed: Consumed) -> bool:
-        """Whether `consumed` (a request past the cut) went into the batch."""
-        if self._counted != len(self._batch.rows):
-            self._missing = self._precedence.unrequested(self._batch.rows)
-        if not self._missing:
-            return False
-        self._batch.take(consumed)
+    def lacking(self) -> bool:
+        """Whether an answer in the batch still lacks its request."""
+        if self._counted != len(self.batch.rows):
+            self._missing = self._precedence.unrequested(self.batch.rows)
+            self._counted = len(self.batch.rows)
+        return bool(self._missing)
+
+    def take(self, consumed: Consumed) -> None:
+        """Put a request into the batch; a request follows nothing, so whenever it was made."""
+        counted = self._counted == len(self.batch.rows)
+        self.batch.take(consumed)
         if consumed.job_id is not None:
             self._missing.discard(consumed.job_id)
-        self._counted = len(self._batch.rows)
-        return True
+        if counted:
+            self._counted = len(self.batch.rows)
 
 
 class Projector:
@@ -398,9 +402,8 @@ class Projector:
         When that is not enough (a backlog, a rebuild), the cut moves back to where the slowest
         partition got and what lies at or past it waits for the next batch.
 
-        A request follows nothing, so a requests partition is read past the cut while an answer
-        in the batch lacks its request: the API (or another producer) stamps a request by a
-        clock that may run ahead of the dispatcher's. Requests are never trimmed off again.
+        Then, while an answer in the batch lacks its request, the requests partitions are read
+        on past the cut (`_read_requests_on`); requests are never trimmed off again.
         """
         cut = batch.latest
         if cut is None:
@@ -415,7 +418,6 @@ class Projector:
         open_ = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
         loop = asyncio.get_running_loop()
         give_up = loop.time() + _CUT_TIMEOUT_S
-        early = _EarlyRequests(batch, precedence)
         # A backlog written within one instant must not turn one batch into all of it.
         room = len(batch) + self.settings.projector_batch
         while open_ and not stop.is_set() and loop.time() < give_up:
@@ -438,8 +440,6 @@ class Projector:
                     )
                     occurred_at = consumed.occurred_at
                     if occurred_at is not None and occurred_at > cut:
-                        if tp.topic == requests and early.took(consumed):
-                            continue
                         # Past the cut: it opens the next batch, with what came before it.
                         consumer.seek(tp, message.offset)
                         open_.discard(tp)
@@ -448,6 +448,9 @@ class Projector:
                 else:
                     if await consumer.position(tp) >= ends[tp]:
                         open_.discard(tp)
+        early = _EarlyRequests(batch, precedence)
+        if early.lacking() and not stop.is_set():
+            await self._read_requests_on(consumer, early, ends, give_up)
         if not open_ or stop.is_set():
             return batch
         reached = [batch.reached.get((tp.topic, tp.partition)) for tp in open_]
@@ -460,3 +463,32 @@ class Projector:
                 return trimmed
         log.warning("projector %s: partitions not read to the cut in time", self.name)
         return batch
+
+    async def _read_requests_on(
+        self,
+        consumer: AIOKafkaConsumer,
+        early: _EarlyRequests,
+        ends: dict[TopicPartition, int],
+        give_up: float,
+    ) -> None:
+        """Read the requests partitions past the cut while an answer in the batch lacks its
+        request: the API or another producer stamps a request by a clock that may run ahead of
+        the dispatcher's, and a request follows nothing, so it may be numbered early."""
+        loop = asyncio.get_running_loop()
+        requests = self.settings.topics.requests
+        wanted = {
+            tp
+            for tp in consumer.assignment()
+            if tp.topic == requests and await consumer.position(tp) < ends[tp]
+        }
+        while wanted and early.lacking() and loop.time() < give_up:
+            fetched = await consumer.getmany(*wanted, timeout_ms=50, max_records=_FETCH_CHUNK)
+            for tp, messages in fetched.items():
+                for message in messages:
+                    early.take(
+                        early.batch.stage(
+                            tp.topic, tp.partition, message.offset, message.value, message.key
+                        )
+                    )
+                if await consumer.position(tp) >= ends[tp]:
+                    wanted.discard(tp)

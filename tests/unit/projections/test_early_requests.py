@@ -1,4 +1,4 @@
-"""Which requests a consistent cut takes past its time: only while an answer lacks its own."""
+"""When a consistent cut reads requests past its time: while an answer lacks its own."""
 
 from __future__ import annotations
 
@@ -46,22 +46,25 @@ def requested(job_id: str) -> bytes:
     return CODEC.encode("JobRequested", record(job_id, **fields))
 
 
-def test_requests_are_taken_early_only_while_an_answer_lacks_its_request() -> None:
+def test_an_answer_lacks_its_request_until_the_request_is_taken() -> None:
     first, second, other = (str(uuid.uuid4()) for _ in range(3))
     batch = Batch(CODEC)
     batch.add("events", 0, 0, accepted(first))
     early = _EarlyRequests(batch, Precedence())
-    assert early.took(batch.stage("requests", 0, 0, requested(other)))
-    assert early.took(batch.stage("requests", 0, 1, requested(first)))
-    # Every answer has its request now: the next one waits for its own batch.
-    assert not early.took(batch.stage("requests", 0, 2, requested(second)))
+    assert early.lacking()
+    early.take(batch.stage("requests", 0, 0, requested(other)))
+    assert early.lacking()
+    early.take(batch.stage("requests", 0, 1, requested(first)))
+    assert not early.lacking()
     assert len(batch.rows) == 3
-    # An answer read since (inside the cut) lacks its request again.
+    # An answer read since lacks its request again.
     batch.add("events", 0, 1, accepted(second))
-    assert early.took(batch.stage("requests", 0, 2, requested(second)))
+    assert early.lacking()
+    early.take(batch.stage("requests", 0, 2, requested(second)))
+    assert not early.lacking()
 
 
-def test_an_answer_whose_request_an_earlier_batch_took_needs_none() -> None:
+def test_an_answer_whose_request_an_earlier_batch_took_lacks_none() -> None:
     job = str(uuid.uuid4())
     earlier = Batch(CODEC)
     earlier.add("requests", 0, 0, requested(job))
@@ -69,5 +72,4 @@ def test_an_answer_whose_request_an_earlier_batch_took_needs_none() -> None:
     precedence.note(earlier.rows)
     batch = Batch(CODEC)
     batch.add("events", 0, 0, accepted(job))
-    early = _EarlyRequests(batch, precedence)
-    assert not early.took(batch.stage("requests", 0, 1, requested(str(uuid.uuid4()))))
+    assert not _EarlyRequests(batch, precedence).lacking()
