@@ -10,6 +10,7 @@ import pytest
 
 from projections.batch import STAGED_COLUMNS, Batch, MalformedEvent, jsonb_text, staged_row
 from schemas.codec import default_codec
+from tests.unit.schemas.sample_events import sample
 
 
 def common(**fields: Any) -> dict[str, Any]:
@@ -306,19 +307,7 @@ def test_trimming_at_a_cut_keeps_each_partition_up_to_its_first_event_at_or_past
 
 def test_trimming_keeps_the_partitions_of_whole_topics_as_read() -> None:
     job = str(uuid.uuid4())
-    request = common(
-        job_id=job,
-        occurred_at=1050,
-        kind="MODEL",
-        dsl="network X {}",
-        code=None,
-        target="pytorch",
-        stages=[],
-        train=None,
-        limits=None,
-        labels={},
-        idempotency_key=None,
-    )
+    request = sample("JobRequested") | common(job_id=job, occurred_at=1050)
     batch = Batch(default_codec())
     add(batch, "events", 0, "StageChanged", stage_changed(job, 1000, "STARTED"))
     add(batch, "events", 1, "StageChanged", stage_changed(job, 1010, "SUCCEEDED"))

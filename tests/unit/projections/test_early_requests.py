@@ -9,41 +9,21 @@ from projections.batch import Batch
 from projections.precedence import Precedence
 from projections.projector import _EarlyRequests
 from schemas.codec import default_codec
+from tests.unit.schemas.sample_events import sample
 
 CODEC = default_codec()
 
 
-def record(job_id: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "job_id": job_id,
-        "tenant": "acme",
-        "occurred_at": 1_700_000_000_000,
-        "source": "test",
-        **fields,
-    }
-
-
 def accepted(job_id: str) -> bytes:
-    fields = {"kind": "MODEL", "target": "pytorch", "stages": ["parse"], "idempotency_key": None}
-    return CODEC.encode("JobAccepted", record(job_id, **fields))
+    return CODEC.encode("JobAccepted", fresh("JobAccepted", job_id))
 
 
 def requested(job_id: str) -> bytes:
-    fields: dict[str, Any] = {
-        "kind": "MODEL",
-        "dsl": "network X {}",
-        "code": None,
-        "language": None,
-        "stdin": None,
-        "target": "pytorch",
-        "stages": [],
-        "train": None,
-        "limits": None,
-        "labels": {},
-        "idempotency_key": None,
-    }
-    return CODEC.encode("JobRequested", record(job_id, **fields))
+    return CODEC.encode("JobRequested", fresh("JobRequested", job_id))
+
+
+def fresh(event_type: str, job_id: str) -> dict[str, Any]:
+    return sample(event_type) | {"event_id": str(uuid.uuid4()), "job_id": job_id}
 
 
 def test_an_answer_lacks_its_request_until_the_request_is_taken() -> None:

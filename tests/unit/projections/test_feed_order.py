@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 from projections.batch import STAGED_COLUMNS, Batch
 from projections.feed_order import FeedMerge, WindowedMerge
 from schemas.codec import default_codec
+from tests.unit.schemas.sample_events import sample
 
 CODEC = default_codec()
+ENVELOPE = ("event_id", "job_id", "tenant", "occurred_at", "source")
 REQUESTS, EVENTS, PROGRESS = "requests", "events", "progress"
 START_MS = 1_700_000_000_000
 
@@ -41,19 +43,8 @@ class Step:
 
 def chain(stages: list[tuple[int, bool]]) -> list[Step]:
     """A job's events in causal order; `stages` is (progress count, failed first) per stage."""
-    request: dict[str, Any] = {
-        "kind": "MODEL",
-        "dsl": "network X {}",
-        "code": None,
-        "language": None,
-        "stdin": None,
-        "target": "pytorch",
-        "stages": [],
-        "train": None,
-        "limits": None,
-        "labels": {},
-        "idempotency_key": None,
-    }
+    # The request's own fields; base() gives each event its envelope.
+    request = {k: v for k, v in sample("JobRequested").items() if k not in ENVELOPE}
     steps = [
         Step(REQUESTS, "JobRequested", request),
         Step(
