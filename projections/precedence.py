@@ -58,9 +58,9 @@ class Precedence:
     def settled(self, rows: Sequence[StagedRow]) -> bool:
         """Whether every row of a batch that follows something on another topic finds it in
         the batch itself or in a batch noted before: then no cut is needed."""
-        started, progress = self._read(rows)
         if self.unrequested(rows):
             return False
+        started, progress = self._read(rows)
         for row in rows:
             event_type = row[_TYPE]
             attempt = _attempt_of(row)
