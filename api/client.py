@@ -83,6 +83,10 @@ class DownloadMismatch(StagecastError):
 
 # Connections one client may hold open at once (feeds followed and requests in flight).
 CONNECTIONS = 100
+# An idle kept-alive connection is dropped after this long, well before uvicorn closes its end
+# (5 s): at the same 5 s, a request could go out on a connection the server was closing, and
+# fail with ReadError before any answer (seen once in test_replay's burst of submissions).
+KEEPALIVE_EXPIRY_S = 2.0
 
 
 class StagecastClient:
@@ -107,7 +111,11 @@ class StagecastClient:
             base_url=base_url,
             headers=headers,
             timeout=timeout,
-            limits=httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS),
+            limits=httpx.Limits(
+                max_connections=CONNECTIONS,
+                max_keepalive_connections=CONNECTIONS,
+                keepalive_expiry=KEEPALIVE_EXPIRY_S,
+            ),
         )
 
     async def __aenter__(self) -> StagecastClient:
