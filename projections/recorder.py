@@ -67,7 +67,13 @@ class TopicRecorder:
         await resume_sessions(self.what, self._session, stop)
 
     async def _session(self, stop: asyncio.Event) -> None:
-        opened = open_session(self.settings, f"recorder-{self.name}", _STATEMENT_TIMEOUT_S)
+        # Off a job's path: dead letters and webhook deliveries may wait a little for a fetch.
+        opened = open_session(
+            self.settings,
+            f"recorder-{self.name}",
+            _STATEMENT_TIMEOUT_S,
+            fetch_max_wait_ms=self.settings.fetch_background_wait_ms,
+        )
         async with opened as (conn, consumer):
             if not await hold_name(conn, self.name, stop, self.what):
                 return

@@ -92,11 +92,16 @@ async def _pause(stop: asyncio.Event) -> None:
 
 @contextlib.asynccontextmanager
 async def open_session(
-    settings: Settings, reader: str, statement_timeout_s: float, schema: str | None = None
+    settings: Settings,
+    reader: str,
+    statement_timeout_s: float,
+    schema: str | None = None,
+    fetch_max_wait_ms: int | None = None,
 ) -> AsyncIterator[tuple[asyncpg.Connection, AIOKafkaConsumer]]:
     """One database connection and one consumer (not started, no group, no auto-commit), both
     closed on leaving; `reader` (`projector-main`) names them to the servers. A connection the
-    server dropped surfaces as ConnectionError, so the session resumes instead of failing."""
+    server dropped surfaces as ConnectionError, so the session resumes instead of failing.
+    The consumer's fetch wait is `fetch_max_wait_ms`, settings.fetch_max_wait_ms by default."""
     conn = await asyncpg.connect(
         settings.require_database(),
         # A statement that hangs (a lock, a server that stopped answering) ends the session,
@@ -114,8 +119,7 @@ async def open_session(
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            # The embedded broker holds a fetch for its whole max wait; keep hops short.
-            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            fetch_max_wait_ms=fetch_max_wait_ms or settings.fetch_max_wait_ms,
             client_id=f"{settings.app_id}-{reader}",
         )
         try:

@@ -86,7 +86,8 @@ def consumer_options(settings: Settings) -> dict[str, Any]:
         "group_id": None,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
-        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+        # A cancel is not a job's hop: it may wait a little for its fetch.
+        "fetch_max_wait_ms": settings.fetch_background_wait_ms,
         "client_id": f"{settings.app_id}-control",
     }
 

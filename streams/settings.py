@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     # The wait while messages flow (streams/fetch_pace.py); unset: always fetch_max_wait_ms.
     # The launcher sets it for the embedded broker, which holds fetches for their whole wait.
     fetch_busy_wait_ms: int | None = Field(default=None, ge=1, le=60_000)
+    # The wait of readers off a job's path: the control feed (cancels), the dead-letter and
+    # webhook recorders. Kafka answers as soon as data arrives; the embedded broker polls its
+    # log through every wait, so each short-waiting idle reader costs it CPU the jobs need.
+    fetch_background_wait_ms: int = Field(default=500, ge=1, le=60_000)
     producer_linger_ms: int = Field(default=0, ge=0, le=1_000)
     agent_concurrency: int = Field(default=8, ge=1, le=256)
     # How long a stopping worker may take before it exits anyway: with its broker gone, faust's

@@ -67,6 +67,7 @@ def test_real_cluster_defaults_are_kafkas_and_the_group_follows_the_prefix() -> 
     assert settings.fetch_max_wait_ms == 500
     # A real broker answers a fetch as soon as data arrives: no shorter wait while busy.
     assert settings.fetch_busy_wait_ms is None
+    assert settings.fetch_background_wait_ms == 500
     assert settings.app_id == "team-a"
     named = Settings(_env_file=None, topic_prefix="team-a", app_id="g")  # type: ignore[call-arg]
     assert named.app_id == "g"
