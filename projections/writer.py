@@ -1,5 +1,5 @@
-"""Writes one batch in one transaction: feed rows, folded projections, the archive, offsets,
-NOTIFY."""
+"""Writes one batch in one statement, which commits alone: feed rows, folded projections, the
+archive, the outbox, offsets, NOTIFY."""
 
 from __future__ import annotations
 
@@ -7,15 +7,14 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from projections.batch import STAGED_COLUMNS, Batch
+from projections.batch import Batch
 
 NOTIFY_CHANNEL = "stagecast_events"
 
-# The session's staging area for project_batch() (migrations/002 and 010): staged events with
-# the messages they arrived as. Emptied at every commit, so a batch never sees another's rows.
+# The session's staging area for project_rows() (migrations/002, 010 and 013): staged events
+# with the messages they arrived as. Emptied at every commit, so a batch never sees another's.
 SESSION_TABLES = """
-CREATE TEMP TABLE IF NOT EXISTS projector_batch
-    (LIKE staged_event, message_key bytea, message_value bytea) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS projector_batch (LIKE staged_message) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS projector_fresh (event_id uuid NOT NULL, seq bigint)
     ON COMMIT DELETE ROWS;
 CREATE OR REPLACE TEMP VIEW projector_new AS
@@ -32,16 +31,11 @@ class Applied:
     max_seq: int | None
 
 
-# Requests read from the log are in the outbox (the API's are already there): a job not finished
-# when this generation ends can be published again from it. The first body of a job id stays.
-_RECORD_REQUESTS = """
-INSERT INTO request_outbox AS o (job_id, tenant, request, published_generation, published_at)
-SELECT r.job_id, r.tenant, r.request, $4, now()
-FROM unnest($1::uuid[], $2::text[], $3::bytea[]) AS r(job_id, tenant, request)
-ON CONFLICT (job_id) DO UPDATE
-    SET published_generation = EXCLUDED.published_generation, published_at = now()
-    WHERE o.published_generation IS DISTINCT FROM EXCLUDED.published_generation
-"""
+# Requests read from the log go to the outbox too (the API's are already there): a job not
+# finished when this generation ends can be published again from it.
+_PROJECT_ROWS = (
+    "SELECT applied, last_seq FROM project_rows($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+)
 
 
 class ProjectionWriter:
@@ -89,31 +83,28 @@ class ProjectionWriter:
         return {(row["topic"], row["partition"]): row["next_offset"] for row in rows}
 
     async def apply(self, batch: Batch) -> Applied:
-        """Rows, projections, archive and offsets of the batch in one transaction, then NOTIFY on
-        commit."""
+        """Rows, projections, archive, requests and offsets of the batch in one statement, which
+        commits alone; NOTIFY on its commit."""
         topics, partitions, next_offsets = [], [], []
         for (topic, partition), next_offset in batch.next_offsets.items():
             topics.append(topic)
             partitions.append(partition)
             next_offsets.append(next_offset)
-        async with self._conn.transaction():
-            if batch.rows:
-                await self._conn.copy_records_to_table(
-                    "projector_batch", records=batch.in_feed_order(), columns=STAGED_COLUMNS
-                )
-            result = await self._conn.fetchrow(
-                "SELECT applied, last_seq FROM project_batch($1, $2, $3, $4, $5)",
-                self._projector,
-                NOTIFY_CHANNEL,
-                topics,
-                partitions,
-                next_offsets,
-            )
-            if batch.requests:
-                job_ids, tenants, requests = zip(*batch.requests, strict=True)
-                await self._conn.execute(
-                    _RECORD_REQUESTS, job_ids, tenants, requests, self.generation
-                )
+        requests = zip(*batch.requests, strict=True) if batch.requests else ((), (), ())
+        job_ids, tenants, bodies = requests
+        result = await self._conn.fetchrow(
+            _PROJECT_ROWS,
+            batch.in_feed_order(),
+            self._projector,
+            NOTIFY_CHANNEL,
+            topics,
+            partitions,
+            next_offsets,
+            job_ids,
+            tenants,
+            bodies,
+            self.generation,
+        )
         assert result is not None
         fresh: int = result["applied"]
         return Applied(fresh, len(batch.rows) - fresh + batch.repeated, result["last_seq"])
