@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer
@@ -33,6 +34,12 @@ IDLE_GENERATION_CHECK_S = 2.0
 _RECONNECT_DELAY_S = 1.0
 
 log = logging.getLogger(__name__)
+
+
+class Connection(Protocol):
+    """What GenerationWatch needs of a client's connection to a broker."""
+
+    def connected(self) -> bool: ...
 
 
 def cancelled_beneath() -> bool:
@@ -156,20 +163,49 @@ async def hold_name(
 
 class GenerationWatch:
     """Raises GenerationChanged once the broker is no longer in the generation a session began
-    in: asked after every fetch that brought messages (before they are committed), and every
-    IDLE_GENERATION_CHECK_S while none come."""
+    in: checked after every fetch that brought messages (before they are committed), and every
+    IDLE_GENERATION_CHECK_S while none come.
+
+    After a fetch the broker is asked only when the client's connections are not the ones it
+    had when the broker last answered (or one of them closed): messages from a new log come
+    over a new connection, since the broker that started it is a new process (or, on a real
+    cluster, a new cluster behind the same address). Asking after every batch put a metadata
+    round trip before every commit, several in each job's path (bench/e2e_latency.py).
+    """
 
     def __init__(self, generation: str) -> None:
         self.generation = generation
         self._asked_at: float | None = None
+        # The connections the client had when the broker last answered; held, not their ids,
+        # so a new connection can never pass for one of them.
+        self._answered_over: dict[object, Connection] = {}
+
+    def needs_asking(
+        self, connections: Mapping[object, Connection], fetched: bool, clock: float
+    ) -> bool:
+        """Whether to ask the broker its generation now, given the client's connections."""
+        if self._asked_at is None:
+            self._asked_at = clock
+        if not fetched:
+            return clock - self._asked_at >= IDLE_GENERATION_CHECK_S
+        known = self._answered_over
+        return (
+            not known
+            or connections.keys() != known.keys()
+            or any(
+                conn is not known[key] or not conn.connected() for key, conn in connections.items()
+            )
+        )
 
     async def check(self, client: AIOKafkaClient, fetched: bool) -> None:
         clock = asyncio.get_running_loop().time()
-        if self._asked_at is None:
-            self._asked_at = clock
-        if not fetched and clock - self._asked_at < IDLE_GENERATION_CHECK_S:
+        # aiokafka has no public view of its connections.
+        connections: dict[object, Connection] = dict(client._conns)
+        if not self.needs_asking(connections, fetched, clock):
             return
         self._asked_at = clock
         now = (await broker_state(client)).generation
         if now != self.generation:
             raise GenerationChanged(f"broker generation changed from {self.generation} to {now}")
+        # Taken before asking: a connection the question itself opened is checked next time.
+        self._answered_over = connections
