@@ -363,7 +363,7 @@ def main() -> None:
         metavar="SETTING=VALUE",
         action="append",
         default=[],
-        help="first trace a stack with this setting changed (e.g. fetch_busy_wait_ms=none, "
+        help="first trace a stack with this setting changed (e.g. fetch_busy_wait_ms=2, "
         "projector_linger_ms=20); repeat for more stacks, each compared in the same run",
     )
     parser.add_argument(

@@ -34,8 +34,6 @@ PROCESSES = ("worker", "projector", "webhooks", "api")
 # with faust's 1.5 s).
 EMBEDDED_SESSION_TIMEOUT_S = 6.0
 EMBEDDED_FETCH_MAX_WAIT_MS = 10
-# While messages flow, a shorter wait: ~3 ms a hop instead of ~5.5 (streams/fetch_pace.py).
-EMBEDDED_FETCH_BUSY_WAIT_MS = 2
 # Readers off a job's path (cancels, dead letters, webhooks): a hop of ~100 ms instead of ~3, and
 # each idle one costs the broker ~1.5 % of a core instead of ~6 % (bench/e2e_latency.py idle CPU).
 EMBEDDED_FETCH_BACKGROUND_WAIT_MS = 200
@@ -96,8 +94,6 @@ class Launcher:
                 updates["session_timeout_s"] = EMBEDDED_SESSION_TIMEOUT_S
             if "fetch_max_wait_ms" not in given:
                 updates["fetch_max_wait_ms"] = EMBEDDED_FETCH_MAX_WAIT_MS
-            if "fetch_busy_wait_ms" not in given:
-                updates["fetch_busy_wait_ms"] = EMBEDDED_FETCH_BUSY_WAIT_MS
             if "fetch_background_wait_ms" not in given:
                 updates["fetch_background_wait_ms"] = EMBEDDED_FETCH_BACKGROUND_WAIT_MS
         if not self.settings.database_url:

@@ -83,7 +83,6 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(default=45.0, gt=0)
     fetch_max_wait_ms: int = Field(default=500, ge=1, le=60_000)
     # The wait while messages flow (streams/fetch_pace.py); unset: always fetch_max_wait_ms.
-    # The launcher sets it for the embedded broker, which holds fetches for their whole wait.
     fetch_busy_wait_ms: int | None = Field(default=None, ge=1, le=60_000)
     # The wait of readers off a job's path: the control feed (cancels), the dead-letter and
     # webhook recorders. Kafka answers as soon as data arrives; the embedded broker polls its
