@@ -39,8 +39,11 @@ _STATUS = STAGED_COLUMNS.index("status")
 _EVENT_ID = STAGED_COLUMNS.index("event_id")
 _PAYLOAD = STAGED_COLUMNS.index("payload")
 
-# Attempts remembered; the oldest are forgotten first (a job's stages run minutes apart at most).
-ATTEMPTS_KEPT = 20_000
+# Attempts (and requested jobs) remembered; the least recently noted are forgotten first. What
+# one job's events need of each other arrives milliseconds apart, and 2,000 is seconds of
+# history at 200 jobs/s; an attempt whose progress keeps coming stays (note). A forgotten one
+# costs a cut, not correctness. At this size the memory is full after ~2,000 jobs, not 20,000.
+ATTEMPTS_KEPT = 2_000
 # Batches bigger than this are not noted: a backlog is cut anyway, and noting costs CPU per row.
 NOTED_BATCH_ROWS = 256
 
@@ -102,6 +105,9 @@ class Precedence:
         for attempt, event_ids in progress.items():
             self._progress.setdefault(attempt, set()).update(event_ids)
             self._progress.move_to_end(attempt)
+            # A long stage's STARTED stays remembered while it reports.
+            if attempt in self._started:
+                self._started.move_to_end(attempt)
         for row in rows:
             if row[_TYPE] == "JobRequested":
                 self._requested[row[_JOB]] = None

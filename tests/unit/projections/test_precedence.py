@@ -111,6 +111,24 @@ def test_forgotten_attempts_and_big_batches_mean_a_cut() -> None:
     assert not big.settled([outcome("SUCCEEDED", 1)])
 
 
+def test_an_attempt_that_keeps_reporting_outlives_those_noted_after_its_start() -> None:
+    precedence = Precedence(attempts_kept=2)
+    precedence.note([started("train")])
+    precedence.note([started("parse")])
+    # The train attempt reports: its STARTED is the most recently noted again.
+    precedence.note([artifact("train")])
+    precedence.note([started("compile")])
+    assert precedence.settled([artifact("train")])
+    assert not precedence.settled([artifact("parse")])
+    # Without reports it is the first forgotten.
+    quiet = Precedence(attempts_kept=2)
+    quiet.note([started("train")])
+    quiet.note([started("parse")])
+    quiet.note([started("compile")])
+    assert not quiet.settled([artifact("train")])
+    assert quiet.settled([artifact("parse")])
+
+
 def test_the_dispatchers_answer_needs_its_request_read() -> None:
     accepted = row("JobAccepted", kind="MODEL", target="pytorch", stages=["parse"])
     requested = row("JobRequested", kind="MODEL", dsl="network X {}", target="pytorch")
