@@ -18,8 +18,8 @@ from projections.feed_order import DISPATCHED_EVENTS, PROGRESS_EVENTS, FeedMerge
 from schemas.codec import Codec, DecodeError
 from streams.envelope import Origin
 
-# The fields of the `staged_message` type (migrations/013): a staged event, then the message as
-# it arrived, for the archive; in the order of every row tuple.
+# The fields of the `staged_event` type (migrations/002; the message as it arrived, for the
+# archive, added in 013), in the order of every row tuple.
 STAGED_COLUMNS = (
     "ord",
     "event_id",

@@ -14,7 +14,7 @@ NOTIFY_CHANNEL = "stagecast_events"
 # The session's staging area for project_rows() (migrations/002, 010 and 013): staged events
 # with the messages they arrived as. Emptied at every commit, so a batch never sees another's.
 SESSION_TABLES = """
-CREATE TEMP TABLE IF NOT EXISTS projector_batch (LIKE staged_message) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS projector_batch (LIKE staged_event) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS projector_fresh (event_id uuid NOT NULL, seq bigint)
     ON COMMIT DELETE ROWS;
 CREATE OR REPLACE TEMP VIEW projector_new AS

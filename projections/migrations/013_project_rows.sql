@@ -3,48 +3,15 @@
 -- trip instead of four or five (BEGIN, COPY and its data, project_batch, the outbox, COMMIT),
 -- which is most of a small batch's time (bench/e2e_latency.py, projector transactions).
 
--- A staged event and the message it arrived as: the rows of the session table projector_batch.
-CREATE TYPE staged_message AS (
-    ord int,
-    event_id uuid,
-    job_id uuid,
-    type text,
-    tenant text,
-    stage text,
-    attempt int,
-    status text,
-    occurred_at timestamptz,
-    payload jsonb,
-    topic text,
-    partition int,
-    "offset" bigint,
-    summary jsonb,
-    error jsonb,
-    duration_ms bigint,
-    percent real,
-    value double precision,
-    name text,
-    step bigint,
-    labels jsonb,
-    media_type text,
-    uri text,
-    size_bytes bigint,
-    sha256 text,
-    content bytea,
-    kind text,
-    target text,
-    stages text[],
-    idempotency_key text,
-    spec jsonb,
-    message_key bytea,
-    message_value bytea
-);
+-- A staged event carries the message it arrived as (for the archive): the rows of the session
+-- table projector_batch, and what project_rows receives.
+ALTER TYPE staged_event ADD ATTRIBUTE message_key bytea, ADD ATTRIBUTE message_value bytea;
 
 -- Stages the rows, applies them as project_batch does, then records the batch's requests in
 -- the outbox (the first body of a job id stays; see projections/writer.py). The caller
 -- sends it as a statement of its own: rows, outbox, offsets and NOTIFY commit together.
 CREATE FUNCTION project_rows(
-    p_rows staged_message[],
+    p_rows staged_event[],
     p_projector text,
     p_channel text,
     p_topics text[],
