@@ -37,6 +37,8 @@ def test_environment_sets_stages_and_standard_variables(monkeypatch: pytest.Monk
         ("STAGECAST_API_PORT", "99999"),
         ("STAGECAST_WORKERS", "0"),
         ("STAGECAST_FETCH_BUSY_WAIT_MS", "0"),
+        ("STAGECAST_FETCH_BACKGROUND_WAIT_MS", "0"),
+        ("STAGECAST_FETCH_BACKGROUND_WAIT_MS", "soon"),
         ("STAGECAST_HANDOFF", "sometimes"),
         ("STAGECAST_STOP_GRACE_S", "0"),
         ("STAGECAST_STOP_GRACE_S", "forever"),
